@@ -1,0 +1,3 @@
+"""hposvc: Ray-native hyperparameter optimisation."""
+
+__version__ = "0.1.0"
