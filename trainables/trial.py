@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from hposvc.data import load_dataset
+from hposvc.data import Dataset, load_dataset
 from hposvc.models import build_model
 from hposvc.seeding import InitialHyperparameters, Stream, sample_initial, stream_seed
 from hposvc.spec import StudySpec
 from trainables.algorithms import ALGORITHM_CLASSES, TrialAlgorithm
 from trainables.problem import Problem
 
-__all__ = ["build_trial", "initial_hyperparameters"]
+__all__ = ["build_trial", "initial_hyperparameters", "resplit_validation"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,23 @@ def initial_hyperparameters(
     return InitialHyperparameters(**(sampled | given))
 
 
+def resplit_validation(dataset: Dataset, share: float) -> Dataset:
+    """Hold out the last ``share`` of the training + validation rows for validation.
+
+    Normalisation is kept as loaded: it already used these rows together.
+    """
+    x, y = dataset.train_and_validation()
+    held_out = min(max(1, round(share * x.shape[0])), x.shape[0] - 1)
+    cut = x.shape[0] - held_out
+    return dataclasses.replace(
+        dataset,
+        train_x=x[:cut],
+        train_y=y[:cut],
+        validation_x=x[cut:],
+        validation_y=y[cut:],
+    )
+
+
 def build_trial(
     spec: StudySpec,
     trial_index: int,
@@ -52,7 +70,10 @@ def build_trial(
     algorithm.
     """
     algorithm_class = ALGORITHM_CLASSES[spec.algorithm]
-    dataset = load_dataset(spec.dataset, seed=spec.seed).to(device=device, dtype=dtype)
+    dataset = load_dataset(spec.dataset, seed=spec.seed)
+    if spec.budget.validation_share is not None:
+        dataset = resplit_validation(dataset, spec.budget.validation_share)
+    dataset = dataset.to(device=device, dtype=dtype)
     layer_sizes = [dataset.input_dim, *spec.model.hidden_sizes, dataset.output_dim]
     model = build_model(
         layer_sizes,

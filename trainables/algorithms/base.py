@@ -182,7 +182,7 @@ class TrialAlgorithm:
         self.optimiser.load_state_dict(state["optimiser"])
         self.hyperparameter_steps_done = int(state["hyperparameter_steps_done"])
         self.skipped_updates = int(state["skipped_updates"])
-        self.problem.generator.set_state(state["generator"])
+        self.problem.generator.set_state(state["generator"].cpu())
 
 
 def _detached(tree: Any) -> Any:

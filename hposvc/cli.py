@@ -1,0 +1,215 @@
+"""The ``hposvc`` command.
+
+``hposvc submit DATASET ALGORITHM`` runs a study on a local Ray (or attaches
+to one with ``--address``), shows each trial live, prints the final table and
+the path of ``summary.json``. ``hposvc algorithms`` and ``hposvc datasets``
+list what can be submitted. Bad input ends the command with one line on
+standard error and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from hposvc.catalog import ALGORITHMS
+from hposvc.errors import HposvcError
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+#: Ray's own chatter that says nothing to an hposvc user.
+_QUIET_RAY = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_DEDUP_LOGS": "1",
+    # The legacy reporter honours RunConfig(verbose=0); the new one does not.
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hposvc", description="Ray-native hyperparameter optimisation."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    submit = commands.add_parser("submit", help="run a study")
+    submit.add_argument("dataset", help="data set id (see `hposvc datasets`)")
+    submit.add_argument("algorithm", help="algorithm id (see `hposvc algorithms`)")
+    submit.add_argument("--samples", type=int, help="number of trials")
+    submit.add_argument("--seed", type=int, help="seed of initialisations (default 0)")
+    submit.add_argument("--name", help="study name, unique; default generated")
+    submit.add_argument(
+        "--hyperparameter-steps", type=int, help="hyperparameter steps per trial"
+    )
+    submit.add_argument(
+        "--weight-steps", type=int, help="weight steps per hyperparameter step (T)"
+    )
+    submit.add_argument("--batch-size", type=int, help="rows per weight step")
+    submit.add_argument("--cpus-per-trial", type=float, help="CPUs of each trial")
+    submit.add_argument("--gpus-per-trial", type=float, help="GPUs of each trial")
+    submit.add_argument("--max-concurrent-trials", type=int)
+    submit.add_argument(
+        "--results-dir", type=Path, help="where studies are written (./results)"
+    )
+    submit.add_argument("--address", help="Ray cluster to attach to (default: local)")
+    submit.add_argument("--num-cpus", type=int, help="CPUs of a local Ray")
+    submit.add_argument(
+        "--no-progress", action="store_true", help="no live table, final table only"
+    )
+
+    commands.add_parser("algorithms", help="list algorithm ids and their defaults")
+    commands.add_parser("datasets", help="list data set ids and their defaults")
+    return parser
+
+
+def spec_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec fields that flags set; the rest come from configs/."""
+    request: dict[str, Any] = {"dataset": args.dataset, "algorithm": args.algorithm}
+    flat = {
+        "samples": args.samples,
+        "seed": args.seed,
+        "name": args.name,
+        "max_concurrent_trials": args.max_concurrent_trials,
+    }
+    nested = {
+        ("budget", "hyperparameter_steps"): args.hyperparameter_steps,
+        ("budget", "weight_steps"): args.weight_steps,
+        ("budget", "batch_size"): args.batch_size,
+        ("resources", "cpu"): args.cpus_per_trial,
+        ("resources", "gpu"): args.gpus_per_trial,
+    }
+    request |= {key: value for key, value in flat.items() if value is not None}
+    for (section, key), value in nested.items():
+        if value is not None:
+            request.setdefault(section, {})[key] = value
+    return request
+
+
+def submit(args: argparse.Namespace, console: Console) -> int:
+    from hposvc.progress import LiveProgress, final_table
+    from hposvc.spec import resolve_spec
+    from hposvc.study import new_study_id, run_study
+
+    spec = resolve_spec(spec_request(args))
+    study_id = new_study_id(spec)
+    console.print(
+        f"study [bold]{study_id}[/]: {spec.samples} trials of {spec.algorithm} on "
+        f"{spec.dataset}, {spec.budget.hyperparameter_steps} × "
+        f"{spec.budget.weight_steps} steps"
+    )
+    progress = LiveProgress(
+        console,
+        study_id=study_id,
+        samples=spec.samples,
+        budget=spec.budget.hyperparameter_steps,
+    )
+    run = {
+        "results_dir": args.results_dir,
+        "study_id": study_id,
+        "address": args.address,
+        "num_cpus": args.num_cpus,
+        "log_to_driver": args.verbose,
+    }
+    if args.no_progress:
+        result = run_study(spec, **run)
+    else:
+        with progress:
+            result = run_study(spec, sinks=[progress], **run)
+        console.print()
+    console.print(final_table(result.summary))
+    print_outcome(console, result.summary)
+    console.print(f"summary: {result.summary_path}")
+    return 0
+
+
+def print_outcome(console: Console, summary: dict[str, Any]) -> None:
+    aggregate = summary["aggregate"]
+    best = summary["best_trial"]
+    if best is not None:
+        console.print(
+            f"best trial: {best['index']} ({best['trial_id']}), validation loss "
+            f"{best['final_validation_loss']:.4g}, test loss {best['final_test_loss']:.4g}"
+        )
+    mean = aggregate["mean_final_test_loss"]
+    statuses = ", ".join(
+        f"{n} {status}" for status, n in aggregate["by_status"].items()
+    )
+    console.print(
+        f"trials: {statuses}; mean final test loss "
+        f"{'—' if mean is None else f'{mean:.4g}'} over "
+        f"{aggregate['finite_test_losses']} finite"
+    )
+
+
+def list_algorithms() -> int:
+    from hposvc.spec import config_dir
+
+    for info in ALGORITHMS.values():
+        tuned = ", ".join(info.tuned) or "nothing"
+        defaults = _config_text(config_dir() / f"{info.id}.yaml")
+        print(f"{info.id:<20} tunes {tuned}; {info.summary}{defaults}")
+    return 0
+
+
+def list_datasets() -> int:
+    from hposvc.data import dataset_names
+    from hposvc.spec import config_dir
+
+    for name in dataset_names():
+        print(f"{name:<14}{_config_text(config_dir() / f'{name}.yaml')}")
+    return 0
+
+
+def _config_text(path: Path) -> str:
+    import yaml
+
+    if not path.is_file():
+        return ""
+    layer = yaml.safe_load(path.read_text()) or {}
+    parts = [
+        f"{section}.{key}={value}"
+        for section, values in layer.items()
+        for key, value in (values.items() if isinstance(values, dict) else [])
+    ]
+    return f"  [{' '.join(parts)}]" if parts else ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for key, value in _QUIET_RAY.items():
+        os.environ.setdefault(key, value)
+    # Piped output gets room for the final table instead of rich's 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 132)
+    try:
+        if args.command == "submit":
+            return submit(args, console)
+        if args.command == "algorithms":
+            return list_algorithms()
+        return list_datasets()
+    except HposvcError as error:
+        message = "; ".join(str(error).splitlines())
+        print(f"hposvc: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hposvc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

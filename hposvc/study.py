@@ -1,0 +1,344 @@
+"""From a :class:`StudySpec` to a finished study: Tuner, run, summary.
+
+:func:`run_study` starts (or attaches to) Ray, checks that the cluster can
+hold one trial, builds a Ray Tune ``Tuner`` whose trials are
+:class:`trainables.trainable.HyperparameterTrainable`, runs it, and writes
+``summary.json`` into the study's directory under the results directory.
+Trial ``k`` of the study gets ``trial_index = k``, from which its initial
+hyperparameters and weights are derived (see :mod:`hposvc.seeding`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import secrets
+import signal
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from hposvc.errors import SpecError
+from hposvc.events import EventSink, StudyEventCallback, json_safe, trial_event_type
+from hposvc.hypergrad.hyperparameters import MOMENTUM_EPSILON
+from hposvc.spec import StudySpec
+
+__all__ = [
+    "StudyResult",
+    "check_resources",
+    "default_results_dir",
+    "local_ray",
+    "new_study_id",
+    "run_study",
+]
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_EVERY = 25
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A finished study: its summary and where it was written."""
+
+    study_id: str
+    directory: Path
+    summary: dict[str, Any]
+
+    @property
+    def summary_path(self) -> Path:
+        return self.directory / SUMMARY_FILE
+
+
+def default_results_dir() -> Path:
+    """``$HPOSVC_RESULTS_DIR``, else ``./results``."""
+    return Path(os.environ.get("HPOSVC_RESULTS_DIR", "results")).resolve()
+
+
+def new_study_id(spec: StudySpec) -> str:
+    """The spec's name, else ``<dataset>-<algorithm>-<UTC time>-<random hex>``."""
+    if spec.name:
+        return spec.name
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{spec.dataset}-{spec.algorithm}-{stamp}-{secrets.token_hex(2)}"
+
+
+@contextlib.contextmanager
+def local_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    log_to_driver: bool = True,
+) -> Iterator[None]:
+    """Ray for the length of a study: attached to ``address``, else local.
+
+    A local Ray gets an explicit CPU count and no dashboard, and is shut down
+    on exit. If Ray is already initialised in this process it is used as is.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    # ray.init replaces SIGTERM's handler; a host process keeps its own.
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    if address:
+        logger.info("attaching to Ray at %s", address)
+        ray.init(
+            address=address,
+            logging_level=logging.WARNING,
+            log_to_driver=log_to_driver,
+        )
+    else:
+        cpus = num_cpus or os.cpu_count() or 1
+        logger.info("starting a local Ray with %d CPUs", cpus)
+        ray.init(
+            num_cpus=cpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=log_to_driver,
+        )
+    signal.signal(signal.SIGTERM, previous_sigterm)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_resources(spec: StudySpec, available: dict[str, float]) -> None:
+    """Refuse a study whose trials could never be placed on this cluster.
+
+    Ray would leave such trials pending for ever without an error.
+    """
+    for name, asked in (("cpu", spec.resources.cpu), ("gpu", spec.resources.gpu)):
+        have = float(available.get(name.upper(), 0.0))
+        if asked > have:
+            raise SpecError(
+                f"resources.{name} = {asked}: each trial asks for {asked} {name.upper()}"
+                f" but the Ray cluster has {have:g} in all"
+            )
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    results_dir: Path | None = None,
+    study_id: str | None = None,
+    sinks: Sequence[EventSink] = (),
+    address: str | None = None,
+    num_cpus: int | None = None,
+    log_to_driver: bool = True,
+) -> StudyResult:
+    """Run a whole study and write its ``summary.json``.
+
+    Args:
+        spec: The validated study.
+        results_dir: Parent of the study's directory (default
+            :func:`default_results_dir`); never ``~/ray_results``.
+        study_id: Defaults to :func:`new_study_id`.
+        sinks: Receive every study and trial event (see :mod:`hposvc.events`).
+        address: A running Ray cluster to attach to; default a local Ray.
+        num_cpus: CPUs of a local Ray (default: all of this machine's).
+        log_to_driver: Whether trial processes' logs reach this process.
+    """
+    study_id = study_id or new_study_id(spec)
+    results_dir = (results_dir or default_results_dir()).resolve()
+    directory = results_dir / study_id
+    callback = StudyEventCallback(study_id, spec.budget.hyperparameter_steps, sinks)
+    started = time.time()
+    with local_ray(address, num_cpus=num_cpus, log_to_driver=log_to_driver):
+        check_resources(spec, ray.cluster_resources())
+        callback.emit("study_started", spec=spec.model_dump(mode="json"))
+        logger.info(
+            "study %s: %d trials of %s on %s",
+            study_id,
+            spec.samples,
+            spec.algorithm,
+            spec.dataset,
+        )
+        try:
+            grid = build_tuner(spec, study_id, results_dir, callback).fit()
+        except Exception as error:
+            callback.emit("study_failed", error=str(error))
+            raise
+    summary = summarise(spec, study_id, grid, started=started, finished=time.time())
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(directory / SUMMARY_FILE, summary)
+    callback.emit(
+        "study_completed",
+        summary_path=str(directory / SUMMARY_FILE),
+        best_trial=summary["best_trial"],
+    )
+    return StudyResult(study_id=study_id, directory=directory, summary=summary)
+
+
+def build_tuner(
+    spec: StudySpec, study_id: str, results_dir: Path, callback: tune.Callback
+) -> tune.Tuner:
+    """The Tuner of a study: one trial per sample, indexed 0..samples-1."""
+    from trainables.trainable import HyperparameterTrainable
+
+    trainable = tune.with_resources(
+        HyperparameterTrainable,
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    param_space = {
+        "spec": spec.model_dump(mode="json"),
+        "trial_index": tune.grid_search(list(range(spec.samples))),
+    }
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            num_samples=1,
+            max_concurrent_trials=spec.max_concurrent_trials,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=study_id,
+            storage_path=str(results_dir),
+            stop={"hyperparameter_step": spec.budget.hyperparameter_steps},
+            checkpoint_config=tune.CheckpointConfig(
+                checkpoint_frequency=CHECKPOINT_EVERY,
+                checkpoint_at_end=True,
+                num_to_keep=2,
+            ),
+            failure_config=tune.FailureConfig(max_failures=1),
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+
+
+def _trial_name(trial: Any) -> str:
+    return f"trial_{int(trial.config['trial_index']):04d}"
+
+
+def summarise(
+    spec: StudySpec,
+    study_id: str,
+    grid: tune.ResultGrid,
+    *,
+    started: float,
+    finished: float,
+) -> dict[str, Any]:
+    """The study's summary: settings, one record per trial, best trial, aggregate."""
+    budget = spec.budget.hyperparameter_steps
+    trials = sorted(
+        (trial_record(spec, result, budget) for result in grid),
+        key=lambda record: record["index"],
+    )
+    finite = [
+        t
+        for t in trials
+        if t["status"] != "failed" and _finite(t["final_validation_loss"])
+    ]
+    best = min(finite, key=lambda t: t["final_validation_loss"], default=None)
+    test_losses = [
+        t["final_test_loss"] for t in trials if _finite(t["final_test_loss"])
+    ]
+    return json_safe(
+        {
+            "study_id": study_id,
+            "dataset": spec.dataset,
+            "algorithm": spec.algorithm,
+            "status": "completed",
+            "started_at": _iso(started),
+            "finished_at": _iso(finished),
+            "wall_seconds": finished - started,
+            "spec": spec.model_dump(mode="json"),
+            "trials": trials,
+            "best_trial": best,
+            "aggregate": {
+                "trials": len(trials),
+                "by_status": _count_by_status(trials),
+                "mean_final_test_loss": statistics.fmean(test_losses)
+                if test_losses
+                else None,
+                "median_final_test_loss": statistics.median(test_losses)
+                if test_losses
+                else None,
+                "finite_test_losses": len(test_losses),
+            },
+        }
+    )
+
+
+def trial_record(spec: StudySpec, result: Any, budget: int) -> dict[str, Any]:
+    """One trial's line of ``summary.json``."""
+    from trainables.trial import initial_hyperparameters
+
+    metrics = result.metrics or {}
+    index = int(result.config["trial_index"])
+    initial = initial_hyperparameters(spec, index, result.config).as_dict()
+    initial["momentum"] = min(
+        max(initial["momentum"], MOMENTUM_EPSILON), 1 - MOMENTUM_EPSILON
+    )
+    if result.error is not None:
+        status = "failed"
+    else:
+        status = trial_event_type(metrics, budget).removeprefix("trial_")
+    final = {key: metrics.get(key) for key in ("lr", "weight_decay", "momentum")}
+    final |= {key: metrics[key] for key in ("lr_min", "lr_max") if key in metrics}
+    record = {
+        "trial_id": metrics.get("trial_id") or _trial_id_from_path(result.path),
+        "index": index,
+        "status": status,
+        "initial": initial,
+        "final": final,
+        "final_training_loss": metrics.get("training_loss"),
+        "final_validation_loss": metrics.get("validation_loss"),
+        "final_test_loss": metrics.get("test_loss_original_units"),
+        "final_test_loss_normalised": metrics.get("test_loss"),
+        "hyperparameter_steps": metrics.get("hyperparameter_step", 0),
+        "skipped_updates": metrics.get("skipped_updates", 0),
+        "wall_seconds": metrics.get("wall_seconds", 0.0),
+        "path": result.path,
+    }
+    if status == "diverged":
+        record["reason"] = metrics.get("reason")
+    if result.error is not None:
+        record["error"] = _last_line(str(result.error))
+    return record
+
+
+def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it into place."""
+    temporary = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    temporary.replace(path)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _count_by_status(trials: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[trial["status"]] = counts.get(trial["status"], 0) + 1
+    return counts
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _trial_id_from_path(path: str | None) -> str | None:
+    return Path(path).name if path else None
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text

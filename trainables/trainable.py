@@ -1,0 +1,98 @@
+"""The Ray Tune trainable that runs every trainable-level algorithm.
+
+One :meth:`HyperparameterTrainable.step` is one hyperparameter step (T weight
+steps, then the algorithm's hyperparameter update). The config holds the
+study's spec as JSON, the trial's index within the study and, when a searcher
+or scheduler chooses them, initial ``lr``, ``weight_decay`` and ``momentum``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from hposvc.hypergrad import describe
+from hposvc.spec import StudySpec
+from trainables.algorithms import TrialAlgorithm
+from trainables.trial import build_trial
+
+__all__ = ["HyperparameterTrainable"]
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT_FILE = "trial_state.pt"
+
+
+class HyperparameterTrainable(tune.Trainable):
+    """A trial of any algorithm of :mod:`trainables.algorithms`.
+
+    Reported metrics, every hyperparameter step: ``training_loss``,
+    ``validation_loss``, ``test_loss`` (normalised), ``test_loss_original_units``,
+    ``lr`` (for per-weight rates the mean, with ``lr_min`` / ``lr_max``),
+    ``weight_decay``, ``momentum``, ``hyperparameter_step``, ``weight_steps``,
+    ``skipped_updates``, ``trial_index`` and ``status`` (``running``,
+    ``completed`` or ``diverged``, with ``reason``).
+    """
+
+    def setup(self, config: dict[str, Any]) -> None:
+        self.spec = StudySpec.model_validate(config["spec"])
+        self.trial_index = int(config["trial_index"])
+        use_gpu = self.spec.resources.gpu > 0 and torch.cuda.is_available()
+        torch.set_num_threads(max(1, math.floor(self.spec.resources.cpu)))
+        self.algorithm: TrialAlgorithm = build_trial(
+            self.spec,
+            self.trial_index,
+            config=config,
+            device="cuda" if use_gpu else "cpu",
+            trial_name=f"{self.trial_name or 'trial'} (index {self.trial_index})",
+        )
+        self.initial = describe(self.algorithm.raw)
+        self.wall_seconds = 0.0
+
+    def step(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        metrics: dict[str, Any] = self.algorithm.hyperparameter_step()
+        self.wall_seconds += time.perf_counter() - started
+        steps_done = self.algorithm.hyperparameter_steps_done
+        metrics |= {
+            "trial_index": self.trial_index,
+            "hyperparameter_step": steps_done,
+            "wall_seconds": self.wall_seconds,
+            "status": "running",
+        } | {f"initial_{key}": value for key, value in self.initial.items()}
+        if not math.isfinite(metrics["training_loss"]) or self.algorithm.diverged:
+            metrics["status"] = "diverged"
+            metrics["reason"] = (
+                f"non-finite training loss at hyperparameter step {steps_done}"
+            )
+            logger.warning("%s diverged: %s", self.trial_name, metrics["reason"])
+        elif steps_done >= self.spec.budget.hyperparameter_steps:
+            metrics["status"] = "completed"
+        metrics[tune.result.DONE] = metrics["status"] != "running"
+        return metrics
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        state = self.algorithm.state_dict() | {"wall_seconds": self.wall_seconds}
+        torch.save(state, Path(checkpoint_dir) / _CHECKPOINT_FILE)
+
+    def load_checkpoint(self, checkpoint: str | dict[str, Any]) -> None:
+        path = Path(str(checkpoint)) / _CHECKPOINT_FILE
+        device = next(iter(self.algorithm.params.values())).device
+        state = torch.load(path, map_location=device, weights_only=False)
+        self.algorithm.load_state_dict(state)
+        self.wall_seconds = float(state.get("wall_seconds", 0.0))
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        # Actor reuse: a new trial in this process is built from scratch.
+        self.setup(new_config)
+        return True
+
+    def cleanup(self) -> None:
+        logger.debug("trial %s process %d cleaned up", self.trial_name, os.getpid())
