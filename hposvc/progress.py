@@ -42,7 +42,7 @@ class LiveProgress:
         self._live.__enter__()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self._live.update(self._render())
         self._live.__exit__(*exc_info)
 

@@ -64,6 +64,12 @@ def initial_raw(
             like these parameters, all starting at ``lr``.
     """
 
+    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+
     def scalar(value: float) -> Tensor:
         return torch.tensor(value, dtype=dtype, device=device)
 

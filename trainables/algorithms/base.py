@@ -15,6 +15,7 @@ numbers as never having stopped. No autograd graph outlives a call of
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -57,6 +58,8 @@ class TrialAlgorithm:
         initial: The trial's initial hyperparameters.
         params: The network's initial weights (detached tensors).
         trial_name: Used in log lines.
+        trial_index: The trial's index in its study; seeds the algorithm's own
+            random choices (stream ``ALGORITHM`` of :mod:`hposvc.seeding`).
     """
 
     id: ClassVar[str]
@@ -70,10 +73,12 @@ class TrialAlgorithm:
         initial: InitialHyperparameters,
         params: Params,
         trial_name: str = "trial",
+        trial_index: int = 0,
     ):
         self.problem = problem
         self.spec = spec
         self.trial_name = trial_name
+        self.trial_index = trial_index
         self.params = params
         self.buffers = zeros_like(params)
         reference = next(iter(params.values()))
@@ -92,6 +97,7 @@ class TrialAlgorithm:
         )
         self.hyperparameter_steps_done = 0
         self.skipped_updates = 0
+        self.consecutive_skips = 0
         self._loss_gradient = torch.func.grad_and_value(problem.loss)
 
     @property
@@ -116,6 +122,7 @@ class TrialAlgorithm:
             self.hyperparameter_steps_done * self.spec.budget.weight_steps
         )
         metrics["skipped_updates"] = self.skipped_updates
+        metrics["consecutive_skips"] = self.consecutive_skips
         return metrics
 
     @property
@@ -135,10 +142,14 @@ class TrialAlgorithm:
         for _ in range(count):
             x, y = self.problem.batch()
             # Plain autograd: per call it costs about half of torch.func.grad.
-            weights = [w.requires_grad_() for w in self.params.values()]
-            loss = self.problem.loss(self.params, x, y)
+            weights = {n: w.detach().requires_grad_() for n, w in self.params.items()}
+            loss = self.problem.loss(weights, x, y)
             gradients = dict(
-                zip(self.params, torch.autograd.grad(loss, weights), strict=True)
+                zip(
+                    weights,
+                    torch.autograd.grad(loss, list(weights.values())),
+                    strict=True,
+                )
             )
             with torch.no_grad():
                 self.params, self.buffers = sgd_step(
@@ -147,14 +158,43 @@ class TrialAlgorithm:
 
     def apply_hypergradient(self, hypergradient: dict[str, Any]) -> None:
         """One optimiser step on the hyperparameters, skipped if not finite."""
-        if self.optimiser.step(hypergradient):
+        self.count_hypergradient(applied=self.optimiser.step(hypergradient))
+
+    def count_hypergradient(self, *, applied: bool) -> None:
+        """Record whether a hypergradient update was applied or skipped (non-finite)."""
+        if applied:
+            self.consecutive_skips = 0
             return
         self.skipped_updates += 1
+        self.consecutive_skips += 1
         logger.warning(
-            "%s: non-finite hypergradient at hyperparameter step %d; update skipped",
+            "%s: non-finite hypergradient at hyperparameter step %d; update skipped"
+            " (%d in a row)",
             self.trial_name,
             self.hyperparameter_steps_done + 1,
+            self.consecutive_skips,
         )
+
+    @property
+    def skip_limit_reached(self) -> bool:
+        """Whether ``max_consecutive_skips`` updates in a row were non-finite."""
+        return self.consecutive_skips >= self.spec.hypergradient.max_consecutive_skips
+
+    def divergence_reason(self, training_loss: float) -> str | None:
+        """Why the trial must end as ``diverged`` now, or ``None`` if it need not.
+
+        A non-finite training loss (or weights), or ``max_consecutive_skips``
+        non-finite hypergradients in a row.
+        """
+        step = self.hyperparameter_steps_done
+        if not math.isfinite(training_loss) or self.diverged:
+            return f"non-finite training loss at hyperparameter step {step}"
+        if self.skip_limit_reached:
+            return (
+                f"{self.consecutive_skips} non-finite hypergradients in a row"
+                f" (the last at hyperparameter step {step})"
+            )
+        return None
 
     # Checkpoints -------------------------------------------------------------
 
@@ -168,6 +208,7 @@ class TrialAlgorithm:
             "optimiser": self.optimiser.state_dict(),
             "hyperparameter_steps_done": self.hyperparameter_steps_done,
             "skipped_updates": self.skipped_updates,
+            "consecutive_skips": self.consecutive_skips,
             "generator": self.problem.generator.get_state(),
         }
 
@@ -182,6 +223,7 @@ class TrialAlgorithm:
         self.optimiser.load_state_dict(state["optimiser"])
         self.hyperparameter_steps_done = int(state["hyperparameter_steps_done"])
         self.skipped_updates = int(state["skipped_updates"])
+        self.consecutive_skips = int(state.get("consecutive_skips", 0))
         self.problem.generator.set_state(state["generator"].cpu())
 
 

@@ -1,0 +1,138 @@
+"""The ``hposvc`` command, end to end on real data with a local Ray."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hposvc.cli import main
+
+
+def run_cli(*args: str, env_data: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        "HPOSVC_DATA_DIR": str(env_data),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(Path.home()),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "hposvc.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_submit_energy_writes_summary(shared_data: Path, tmp_path: Path) -> None:
+    completed = run_cli(
+        "submit",
+        "uci_energy",
+        "ours_lr",
+        "--samples",
+        "3",
+        "--seed",
+        "7",
+        "--hyperparameter-steps",
+        "6",
+        "--num-cpus",
+        "2",
+        "--results-dir",
+        str(tmp_path),
+        env_data=shared_data,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    summary_line = [
+        line for line in completed.stdout.splitlines() if line.startswith("summary: ")
+    ]
+    assert summary_line, completed.stdout
+    summary_path = Path(summary_line[-1].removeprefix("summary: ").strip())
+    assert summary_path.parent.parent == tmp_path
+    summary = json.loads(summary_path.read_text())
+
+    assert summary["spec"]["seed"] == 7
+    assert [t["index"] for t in summary["trials"]] == [0, 1, 2]
+    for trial in summary["trials"]:
+        assert trial["status"] == "completed"
+        assert trial["hyperparameter_steps"] == 6
+        assert trial["wall_seconds"] > 0
+        assert set(trial["initial"]) == {"lr", "weight_decay", "momentum"}
+        for key in ("lr", "weight_decay", "momentum"):
+            assert trial["final"][key] > 0
+        assert trial["final_test_loss"] == pytest.approx(
+            trial["final_test_loss_normalised"] * _target_variance(shared_data)
+        )
+        # ours_lr adapts lr; momentum stays where it started.
+        assert trial["final"]["lr"] != trial["initial"]["lr"]
+        assert trial["final"]["momentum"] == pytest.approx(
+            trial["initial"]["momentum"], rel=1e-5
+        )
+    assert summary["best_trial"]["index"] in {0, 1, 2}
+    assert "best trial:" in completed.stdout
+
+
+def _target_variance(shared_data: Path) -> float:
+    from hposvc.data import load_dataset
+
+    dataset = load_dataset("uci_energy", shared_data)
+    return dataset.target_std**2
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["submit", "uci_energy", "nope"], "algorithm = 'nope': unknown algorithm"),
+        (["submit", "nope", "random"], "dataset = 'nope': unknown dataset"),
+        (["submit", "uci_energy", "random", "--samples", "0"], "samples = 0"),
+        (["submit", "uci_energy", "random", "--cpus-per-trial", "-1"], "resources.cpu"),
+        (
+            ["submit", "uci_energy", "random", "--hyperparameter-steps", "0"],
+            "budget.hyperparameter_steps = 0",
+        ),
+    ],
+    ids=["algorithm", "dataset", "samples", "cpu", "steps"],
+)
+def test_submit_bad_input_exits_with_one_line(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert expected in error
+    assert error.count("\n") == 1
+    assert "Traceback" not in error
+
+
+def test_gpu_request_on_cpu_cluster_is_refused(
+    shared_data: Path, tmp_path: Path, ray_session: None
+) -> None:
+    from hposvc.errors import SpecError
+    from hposvc.spec import resolve_spec
+    from hposvc.study import run_study
+
+    spec = resolve_spec(
+        {"dataset": "uci_energy", "algorithm": "random", "resources": {"gpu": 1}}
+    )
+    with pytest.raises(SpecError, match=r"resources.gpu = 1.0: .* has 0 in all"):
+        run_study(spec, results_dir=tmp_path)
+
+
+def test_algorithms_and_datasets_list_ids_first(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["algorithms"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines][:4] == [
+        "random",
+        "ours_lr",
+        "ours_lr_momentum",
+        "ours_hdlr_momentum",
+    ][: len(lines[:4])]
+    assert main(["datasets"]) == 0
+    ids = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"uci_energy", "uci_kin8nm", "uci_power"} <= set(ids)
