@@ -11,6 +11,7 @@ hyperparameters and weights are derived (see :mod:`hposvc.seeding`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -27,10 +28,12 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.search import Searcher
 
 from hposvc.errors import SpecError
 from hposvc.events import EventSink, StudyEventCallback, json_safe, trial_event_type
 from hposvc.hypergrad.hyperparameters import MOMENTUM_EPSILON
+from hposvc.search import build_scheduler, build_searcher, searcher_stop_reason
 from hposvc.spec import StudySpec
 
 __all__ = [
@@ -102,6 +105,8 @@ def local_ray(
         cpus = num_cpus or os.cpu_count() or 1
         logger.info("starting a local Ray with %d CPUs", cpus)
         ray.init(
+            # "local" starts a new Ray even when a `ray start` cluster runs here.
+            address="local",
             num_cpus=cpus,
             include_dashboard=False,
             logging_level=logging.WARNING,
@@ -157,6 +162,7 @@ def run_study(
     started = time.time()
     with local_ray(address, num_cpus=num_cpus, log_to_driver=log_to_driver):
         check_resources(spec, ray.cluster_resources())
+        searcher = build_searcher(spec)
         callback.emit("study_started", spec=spec.model_dump(mode="json"))
         logger.info(
             "study %s: %d trials of %s on %s",
@@ -166,11 +172,21 @@ def run_study(
             spec.dataset,
         )
         try:
-            grid = build_tuner(spec, study_id, results_dir, callback).fit()
+            tuner = build_tuner(
+                spec, study_id, results_dir, callback, searcher=searcher
+            )
+            grid = tuner.fit()
         except Exception as error:
             callback.emit("study_failed", error=str(error))
             raise
-    summary = summarise(spec, study_id, grid, started=started, finished=time.time())
+    summary = summarise(
+        spec,
+        study_id,
+        grid,
+        started=started,
+        finished=time.time(),
+        stop_reason=searcher_stop_reason(searcher),
+    )
     directory.mkdir(parents=True, exist_ok=True)
     write_json_atomically(directory / SUMMARY_FILE, summary)
     callback.emit(
@@ -182,25 +198,52 @@ def run_study(
 
 
 def build_tuner(
-    spec: StudySpec, study_id: str, results_dir: Path, callback: tune.Callback
+    spec: StudySpec,
+    study_id: str,
+    results_dir: Path,
+    callback: tune.Callback,
+    *,
+    searcher: Searcher | None = None,
 ) -> tune.Tuner:
-    """The Tuner of a study: one trial per sample, indexed 0..samples-1."""
+    """The Tuner of a study: ``samples`` trials, indexed 0..samples-1.
+
+    Without a searcher, trial ``k`` is a grid point with ``trial_index = k``
+    and starts from its seeded sample; under PBT that sample is written into
+    the config (``lr``, ``weight_decay``, ``momentum``), which PBT perturbs.
+    With a searcher (see :func:`hposvc.search.build_searcher`), the searcher
+    numbers the trials and chooses their initial hyperparameters.
+    """
     from trainables.trainable import HyperparameterTrainable
 
     trainable = tune.with_resources(
         HyperparameterTrainable,
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    param_space = {
-        "spec": spec.model_dump(mode="json"),
-        "trial_index": tune.grid_search(list(range(spec.samples))),
-    }
+    param_space: dict[str, Any] = {"spec": spec.model_dump(mode="json")}
+    if searcher is None:
+        param_space["trial_index"] = tune.grid_search(list(range(spec.samples)))
+        if spec.scheduler == "pbt":
+            param_space |= {
+                key: tune.sample_from(functools.partial(_seeded_value, spec, key))
+                for key in ("lr", "weight_decay", "momentum")
+            }
+    pbt = spec.scheduler == "pbt"
+    checkpoint_every = (
+        min(CHECKPOINT_EVERY, spec.search.pbt.perturbation_interval)
+        if pbt
+        else CHECKPOINT_EVERY
+    )
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            num_samples=1,
-            max_concurrent_trials=spec.max_concurrent_trials,
+            num_samples=1 if searcher is None else spec.samples,
+            # A searcher carries its own ConcurrencyLimiter.
+            max_concurrent_trials=spec.max_concurrent_trials
+            if searcher is None
+            else None,
+            search_alg=searcher,
+            scheduler=build_scheduler(spec),
             reuse_actors=True,
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
@@ -210,9 +253,10 @@ def build_tuner(
             storage_path=str(results_dir),
             stop={"hyperparameter_step": spec.budget.hyperparameter_steps},
             checkpoint_config=tune.CheckpointConfig(
-                checkpoint_frequency=CHECKPOINT_EVERY,
+                checkpoint_frequency=checkpoint_every,
                 checkpoint_at_end=True,
-                num_to_keep=2,
+                # PBT may exploit any recent checkpoint of a donor: keep them.
+                num_to_keep=None if pbt else 2,
             ),
             failure_config=tune.FailureConfig(max_failures=1),
             callbacks=[callback],
@@ -225,6 +269,14 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{int(trial.config['trial_index']):04d}"
 
 
+def _seeded_value(spec: StudySpec, key: str, resolved: Any) -> float:
+    """Trial ``trial_index``'s seeded initial value of ``key`` (for PBT configs)."""
+    from trainables.trial import initial_hyperparameters
+
+    index = int(resolved.config["trial_index"])
+    return float(initial_hyperparameters(spec, index).as_dict()[key])
+
+
 def summarise(
     spec: StudySpec,
     study_id: str,
@@ -232,8 +284,14 @@ def summarise(
     *,
     started: float,
     finished: float,
+    stop_reason: str | None = None,
 ) -> dict[str, Any]:
-    """The study's summary: settings, one record per trial, best trial, aggregate."""
+    """The study's summary: settings, one record per trial, best trial, aggregate.
+
+    ``search`` names the searcher, scheduler and trainable-level algorithm;
+    its ``stopped_early`` holds the reason when the searcher ended the study
+    before ``samples`` trials (the study still counts as completed).
+    """
     budget = spec.budget.hyperparameter_steps
     trials = sorted(
         (trial_record(spec, result, budget) for result in grid),
@@ -258,6 +316,12 @@ def summarise(
             "finished_at": _iso(finished),
             "wall_seconds": finished - started,
             "spec": spec.model_dump(mode="json"),
+            "search": {
+                "searcher": spec.searcher,
+                "scheduler": spec.scheduler,
+                "trainable_algorithm": spec.trainable_algorithm,
+                "stopped_early": stop_reason,
+            },
             "trials": trials,
             "best_trial": best,
             "aggregate": {
@@ -281,7 +345,11 @@ def trial_record(spec: StudySpec, result: Any, budget: int) -> dict[str, Any]:
 
     metrics = result.metrics or {}
     index = int(result.config["trial_index"])
-    initial = initial_hyperparameters(spec, index, result.config).as_dict()
+    # PBT rewrites a trial's config at each exploit; it started from its seed.
+    exploited = spec.scheduler == "pbt" and spec.searcher == "grid_seeded"
+    initial = initial_hyperparameters(
+        spec, index, None if exploited else result.config
+    ).as_dict()
     initial["momentum"] = min(
         max(initial["momentum"], MOMENTUM_EPSILON), 1 - MOMENTUM_EPSILON
     )
