@@ -122,7 +122,7 @@ def test_resolve_spec_unknown_dataset_lists_valid_ids() -> None:
 
 
 def test_resolve_spec_missing_dataset_is_named() -> None:
-    with pytest.raises(SpecError, match="^dataset: required$"):
+    with pytest.raises(SpecError, match=r"^dataset: required$"):
         resolve_spec({"algorithm": "random"})
 
 
