@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--gpus-per-trial", type=float, help="GPUs of each trial")
     submit.add_argument("--max-concurrent-trials", type=int)
     submit.add_argument(
+        "--searcher",
+        choices=("grid_seeded", "bayesopt", "tpe"),
+        help="how trials get initial hyperparameters (default: the algorithm's)",
+    )
+    submit.add_argument(
+        "--scheduler",
+        choices=("fifo", "asha", "pbt"),
+        help="early stopping / population-based training (default: the algorithm's)",
+    )
+    submit.add_argument(
         "--results-dir", type=Path, help="where studies are written (./results)"
     )
     submit.add_argument("--address", help="Ray cluster to attach to (default: local)")
@@ -89,6 +99,8 @@ def spec_request(args: argparse.Namespace) -> dict[str, Any]:
         ("budget", "batch_size"): args.batch_size,
         ("resources", "cpu"): args.cpus_per_trial,
         ("resources", "gpu"): args.gpus_per_trial,
+        ("search", "searcher"): args.searcher,
+        ("search", "scheduler"): args.scheduler,
     }
     request |= {key: value for key, value in flat.items() if value is not None}
     for (section, key), value in nested.items():
@@ -100,7 +112,7 @@ def spec_request(args: argparse.Namespace) -> dict[str, Any]:
 def submit(args: argparse.Namespace, console: Console) -> int:
     from hposvc.progress import LiveProgress, final_table
     from hposvc.spec import resolve_spec
-    from hposvc.study import new_study_id, run_study
+    from hposvc.study import local_ray, new_study_id, run_study
 
     spec = resolve_spec(spec_request(args))
     study_id = new_study_id(spec)
@@ -115,19 +127,19 @@ def submit(args: argparse.Namespace, console: Console) -> int:
         samples=spec.samples,
         budget=spec.budget.hyperparameter_steps,
     )
-    run = {
-        "results_dir": args.results_dir,
-        "study_id": study_id,
-        "address": args.address,
-        "num_cpus": args.num_cpus,
-        "log_to_driver": args.verbose,
-    }
-    if args.no_progress:
-        result = run_study(spec, **run)
-    else:
-        with progress:
-            result = run_study(spec, sinks=[progress], **run)
-        console.print()
+    # Ray starts before the live table, so its start-up lines do not tear it.
+    with local_ray(args.address, num_cpus=args.num_cpus, log_to_driver=args.verbose):
+        if args.no_progress:
+            result = run_study(spec, results_dir=args.results_dir, study_id=study_id)
+        else:
+            with progress:
+                result = run_study(
+                    spec,
+                    results_dir=args.results_dir,
+                    study_id=study_id,
+                    sinks=[progress],
+                )
+            console.print()
     console.print(final_table(result.summary))
     print_outcome(console, result.summary)
     console.print(f"summary: {result.summary_path}")
@@ -136,6 +148,12 @@ def submit(args: argparse.Namespace, console: Console) -> int:
 
 def print_outcome(console: Console, summary: dict[str, Any]) -> None:
     aggregate = summary["aggregate"]
+    stopped_early = (summary.get("search") or {}).get("stopped_early")
+    if stopped_early:
+        console.print(
+            f"search stopped after {aggregate['trials']} of "
+            f"{summary['spec']['samples']} trials: {stopped_early}"
+        )
     best = summary["best_trial"]
     if best is not None:
         console.print(
@@ -159,6 +177,16 @@ def list_algorithms() -> int:
     for info in ALGORITHMS.values():
         tuned = ", ".join(info.tuned) or "nothing"
         defaults = _config_text(config_dir() / f"{info.id}.yaml")
+        if info.trainable:
+            chosen = [f"{info.trainable} trials"] + [
+                f"{role} {name}"
+                for role, name in (
+                    ("searcher", info.searcher),
+                    ("scheduler", info.scheduler),
+                )
+                if name
+            ]
+            tuned = f"{tuned} ({', '.join(chosen)})"
         print(f"{info.id:<20} tunes {tuned}; {info.summary}{defaults}")
     return 0
 
