@@ -23,7 +23,17 @@ import torch
 from hposvc.spec import resolve_spec
 from trainables.trial import build_trial
 
-ALGORITHMS = ["random", "ours_lr", "ours_lr_momentum", "ours_hdlr_momentum"]
+ALGORITHMS = [
+    "random",
+    "random_stepped_lr",
+    "diff_through_opt",
+    "long_diff_through_opt",
+    "lorraine",
+    "baydin",
+    "ours_lr",
+    "ours_lr_momentum",
+    "ours_hdlr_momentum",
+]
 
 
 def trial_stepper(algorithm: str, dataset: str) -> Callable[[], None]:

@@ -25,12 +25,20 @@ class AlgorithmInfo:
         uses_validation: Whether training holds the validation split out to
             compute hypergradients. Algorithms that do not use it train on
             training + validation combined, as in Clarke et al. (2022).
+        trainable: For a study-level method (a searcher or scheduler over
+            trials), the trainable-level algorithm its trials run by default;
+            ``None`` for a trainable-level algorithm itself.
+        searcher: The searcher the algorithm selects by default, if any.
+        scheduler: The trial scheduler the algorithm selects by default, if any.
     """
 
     id: str
     summary: str
     tuned: tuple[str, ...]
     uses_validation: bool
+    trainable: str | None = None
+    searcher: str | None = None
+    scheduler: str | None = None
 
 
 _ALL = (
@@ -38,6 +46,37 @@ _ALL = (
         "random",
         "hyperparameters sampled once and fixed for the whole run",
         (),
+        False,
+    ),
+    AlgorithmInfo(
+        "random_stepped_lr",
+        "as random, with lr multiplied by a sampled factor each hyperparameter step",
+        (),
+        False,
+    ),
+    AlgorithmInfo(
+        "diff_through_opt",
+        "exact hypergradient through the last K unrolled weight steps",
+        ("lr", "weight_decay", "momentum"),
+        True,
+    ),
+    AlgorithmInfo(
+        "long_diff_through_opt",
+        "exact hypergradient through a whole short episode, restarted each update",
+        ("lr", "weight_decay", "momentum"),
+        True,
+    ),
+    AlgorithmInfo(
+        "lorraine",
+        "implicit hypergradient with a Neumann series (Lorraine et al. 2020): "
+        "weight decay",
+        ("weight_decay",),
+        True,
+    ),
+    AlgorithmInfo(
+        "baydin",
+        "hypergradient descent on lr after every weight step (Baydin et al. 2018)",
+        ("lr",),
         False,
     ),
     AlgorithmInfo(
@@ -57,6 +96,38 @@ _ALL = (
         "as ours_lr_momentum with one learning rate per network weight",
         ("lr", "weight_decay", "momentum"),
         True,
+    ),
+    AlgorithmInfo(
+        "bayesopt",
+        "Gaussian-process Bayesian optimisation of the initial hyperparameters",
+        (),
+        True,
+        trainable="random",
+        searcher="bayesopt",
+    ),
+    AlgorithmInfo(
+        "tpe",
+        "hyperopt's tree-structured Parzen estimator over the same space",
+        (),
+        True,
+        trainable="random",
+        searcher="tpe",
+    ),
+    AlgorithmInfo(
+        "asha",
+        "seeded random initialisations, early-stopped by ASHA",
+        (),
+        True,
+        trainable="random",
+        scheduler="asha",
+    ),
+    AlgorithmInfo(
+        "pbt",
+        "population-based training: exploit checkpoints, perturb hyperparameters",
+        ("lr", "weight_decay", "momentum"),
+        True,
+        trainable="random",
+        scheduler="pbt",
     ),
 )
 

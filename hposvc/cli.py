@@ -21,6 +21,13 @@ from rich.console import Console
 
 from hposvc.catalog import ALGORITHMS
 from hposvc.errors import HposvcError
+from hposvc.service_cli import (
+    SERVICE_COMMANDS,
+    add_api_argument,
+    add_service_commands,
+    run_service_command,
+    submit_remote,
+)
 
 __all__ = ["main"]
 
@@ -81,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("algorithms", help="list algorithm ids and their defaults")
     commands.add_parser("datasets", help="list data set ids and their defaults")
+    add_api_argument(submit)
+    add_service_commands(commands)
     return parser
 
 
@@ -114,6 +123,10 @@ def submit(args: argparse.Namespace, console: Console) -> int:
     from hposvc.spec import resolve_spec
     from hposvc.study import local_ray, new_study_id, run_study
 
+    if args.api:
+        return submit_remote(
+            spec_request(args), args.api, console, live=not args.no_progress
+        )
     spec = resolve_spec(spec_request(args))
     study_id = new_study_id(spec)
     console.print(
@@ -210,6 +223,8 @@ def _config_text(path: Path) -> str:
         f"{section}.{key}={value}"
         for section, values in layer.items()
         for key, value in (values.items() if isinstance(values, dict) else [])
+    ] + [
+        f"{key}={value}" for key, value in layer.items() if not isinstance(value, dict)
     ]
     return f"  [{' '.join(parts)}]" if parts else ""
 
@@ -229,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return submit(args, console)
         if args.command == "algorithms":
             return list_algorithms()
+        if args.command in SERVICE_COMMANDS:
+            return run_service_command(args, console)
         return list_datasets()
     except HposvcError as error:
         message = "; ".join(str(error).splitlines())

@@ -7,7 +7,18 @@ code written against the builtins keeps working.
 
 from __future__ import annotations
 
-__all__ = ["DataError", "HposvcError", "NotFoundError", "SpecError"]
+from typing import Any
+
+__all__ = [
+    "CapacityError",
+    "ConflictError",
+    "DataError",
+    "HposvcError",
+    "NotFoundError",
+    "RequestTooLargeError",
+    "SpecError",
+    "UnavailableError",
+]
 
 
 class HposvcError(Exception):
@@ -15,7 +26,16 @@ class HposvcError(Exception):
 
 
 class SpecError(HposvcError, ValueError):
-    """A specification or argument has an invalid value."""
+    """A specification or argument has an invalid value.
+
+    ``problems`` lists each problem as ``{"field", "value", "message"}`` when
+    the error comes from validating a spec; the message holds the same, one
+    line per problem.
+    """
+
+    def __init__(self, message: str, *, problems: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.problems = problems or []
 
 
 class NotFoundError(HposvcError, KeyError):
@@ -29,3 +49,19 @@ class NotFoundError(HposvcError, KeyError):
 
 class DataError(HposvcError, RuntimeError):
     """Data are missing or corrupt, or could not be downloaded."""
+
+
+class ConflictError(HposvcError, RuntimeError):
+    """The request clashes with existing state (a study name already taken)."""
+
+
+class UnavailableError(HposvcError, ConnectionError):
+    """A backing service (Redis, Ray) cannot be reached right now."""
+
+
+class CapacityError(HposvcError, RuntimeError):
+    """A documented limit of the service is reached (open event streams)."""
+
+
+class RequestTooLargeError(HposvcError, ValueError):
+    """A request body is larger than the service accepts."""

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -38,10 +38,12 @@ __all__ = [
     "ModelSettings",
     "Range",
     "Resources",
+    "SearchSettings",
     "StudySpec",
     "config_dir",
     "format_validation_error",
     "resolve_spec",
+    "validation_problems",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -117,11 +119,34 @@ class HypergradientSettings(_Strict):
             approximates the inverse Hessian-like factor (i = 1 gives the
             one-step unrolled hypergradient).
         hyperparameter_lr: Learning rate of Adam on the unconstrained
-            hyperparameters (log10 lr, log10 weight decay, logit momentum).
+            hyperparameters (log10 lr, log10 weight decay, logit momentum);
+            for ``baydin``, the step size β of plain SGD on lr itself.
+        unroll_steps: K, the weight steps that ``diff_through_opt`` and
+            ``long_diff_through_opt`` differentiate through at the end of each
+            hyperparameter step; ``None`` unrolls all T of them. Memory grows
+            with K. At most ``budget.weight_steps``.
+        restart_episodes: ``long_diff_through_opt`` only: restart every
+            episode from the initial weights (and zero momentum) after each
+            hyperparameter update. ``False`` gives the paper's "medium"
+            variant, a look-back over the last K steps without restarts.
+        stepped_lr_factor: ``random_stepped_lr`` only: the range of the
+            per-trial factor by which lr is multiplied after each
+            hyperparameter step (sampled uniformly, once per trial).
+        max_consecutive_skips: A trial whose hypergradient is non-finite this
+            many times in a row ends as ``diverged``.
     """
 
     neumann_terms: int = Field(5, ge=1, le=10_000)
     hyperparameter_lr: float = Field(0.05, gt=0.0, le=10.0)
+    unroll_steps: int | None = Field(None, ge=1, le=100_000)
+    restart_episodes: bool = False
+    stepped_lr_factor: Range = Range(low=0.98, high=1.0)
+    max_consecutive_skips: int = Field(5, ge=1, le=1_000_000)
+
+    @field_validator("stepped_lr_factor")
+    @classmethod
+    def _factor_bounds(cls, value: Range) -> Range:
+        return value.within(1e-3, 1e3, "stepped_lr_factor")
 
 
 class InitialRanges(_Strict):
@@ -154,6 +179,89 @@ class Resources(_Strict):
     gpu: float = Field(0.0, ge=0.0, le=64.0)
 
 
+SearcherKind = Literal["grid_seeded", "bayesopt", "tpe"]
+SchedulerKind = Literal["fifo", "asha", "pbt"]
+
+
+class BayesOptSettings(_Strict):
+    """Gaussian-process Bayesian optimisation (bayesian-optimization 3.x).
+
+    Attributes:
+        kappa: Exploration weight of the upper-confidence-bound acquisition.
+    """
+
+    kappa: float = Field(2.576, gt=0.0, le=100.0)
+
+
+class AshaSettings(_Strict):
+    """Asynchronous successive halving over hyperparameter steps.
+
+    Attributes:
+        grace_period: Hyperparameter steps every trial runs before it can be
+            stopped.
+        reduction_factor: Only the best ``1 / reduction_factor`` of the trials
+            at a rung go on to the next one.
+        max_t: Hyperparameter steps of the last rung; ``None`` = the budget.
+    """
+
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(4.0, gt=1.0, le=1000.0)
+    max_t: int | None = Field(None, ge=1)
+
+
+class PbtSettings(_Strict):
+    """Population-based training with checkpoint exploit.
+
+    Attributes:
+        perturbation_interval: Hyperparameter steps between exploit/explore
+            decisions (paper: 100 weight steps = 10 hyperparameter steps).
+        quantile_fraction: Share of the population that exploits the top
+            share of the same size.
+        resample_probability: Chance that a perturbed hyperparameter is drawn
+            afresh from its initial range instead of scaled.
+        perturbation_factors: Factors a perturbed value is multiplied by.
+    """
+
+    perturbation_interval: int = Field(10, ge=1)
+    quantile_fraction: float = Field(0.25, gt=0.0, le=0.5)
+    resample_probability: float = Field(0.25, ge=0.0, le=1.0)
+    perturbation_factors: tuple[
+        Annotated[float, Field(gt=0.0, le=100.0)],
+        Annotated[float, Field(gt=0.0, le=100.0)],
+    ] = (1.2, 0.8)
+
+
+class SearchSettings(_Strict):
+    """How trials get their initial hyperparameters and which get stopped early.
+
+    Attributes:
+        searcher: ``grid_seeded`` (each trial's seeded sample, as random
+            search), ``bayesopt`` or ``tpe``; ``None`` = the algorithm's
+            default (see ``hposvc algorithms``).
+        scheduler: ``fifo`` (no early stopping), ``asha`` or ``pbt``;
+            ``None`` = the algorithm's default.
+        random_points: Trials of a ``bayesopt`` or ``tpe`` search whose
+            initial hyperparameters are drawn at random before the model
+            guides the rest; ``samples`` counts both (paper: 5 random, then
+            25 guided).
+        max_concurrent: Trials a searcher has in flight at once (Ray's
+            ``ConcurrencyLimiter``); fewer means each suggestion sees more
+            results.
+        penalty: The objective that searchers and schedulers see for a
+            non-finite validation loss; larger finite losses are clipped to
+            it, so one diverged trial cannot dominate a Gaussian process.
+    """
+
+    searcher: SearcherKind | None = None
+    scheduler: SchedulerKind | None = None
+    random_points: int = Field(5, ge=1, le=MAX_SAMPLES)
+    max_concurrent: int = Field(4, ge=1, le=MAX_SAMPLES)
+    penalty: float = Field(10.0, gt=0.0, le=1e12)
+    bayesopt: BayesOptSettings = BayesOptSettings()
+    asha: AshaSettings = AshaSettings()
+    pbt: PbtSettings = PbtSettings()
+
+
 class ModelSettings(_Strict):
     """The network: an MLP with these hidden layer widths and ReLU."""
 
@@ -179,6 +287,67 @@ class StudySpec(_Strict):
     resources: Resources = Resources()
     max_concurrent_trials: int | None = Field(None, ge=1)
     model: ModelSettings = ModelSettings()
+    search: SearchSettings = SearchSettings()
+
+    @model_validator(mode="after")
+    def _unroll_within_budget(self) -> Self:
+        unroll = self.hypergradient.unroll_steps
+        if unroll is not None and unroll > self.budget.weight_steps:
+            raise ValueError(
+                f"hypergradient.unroll_steps = {unroll} exceeds budget.weight_steps"
+                f" = {self.budget.weight_steps}; K must be at most T"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _search_fits_budget(self) -> Self:
+        budget = self.budget.hyperparameter_steps
+        asha, pbt = self.search.asha, self.search.pbt
+        max_t = asha.max_t or budget
+        if self.scheduler == "asha" and max_t > budget:
+            raise ValueError(
+                f"search.asha.max_t = {max_t}: allowed [1, {budget}]"
+                " (budget.hyperparameter_steps)"
+            )
+        if self.scheduler == "asha" and asha.grace_period > max_t:
+            raise ValueError(
+                f"search.asha.grace_period = {asha.grace_period}: allowed"
+                f" [1, {max_t}] (search.asha.max_t, default the budget)"
+            )
+        if self.scheduler == "pbt" and pbt.perturbation_interval >= budget:
+            # The first exploit needs a checkpoint taken before trials end.
+            raise ValueError(
+                f"search.pbt.perturbation_interval = {pbt.perturbation_interval}:"
+                f" allowed [1, {budget - 1}] (below budget.hyperparameter_steps,"
+                " so a checkpoint exists to exploit before trials finish)"
+            )
+        return self
+
+    @property
+    def searcher(self) -> str:
+        """The searcher that runs: the spec's, else the algorithm's default."""
+        info = ALGORITHMS[self.algorithm]
+        return self.search.searcher or info.searcher or "grid_seeded"
+
+    @property
+    def scheduler(self) -> str:
+        """The scheduler that runs: the spec's, else the algorithm's default."""
+        info = ALGORITHMS[self.algorithm]
+        return self.search.scheduler or info.scheduler or "fifo"
+
+    @property
+    def trainable_algorithm(self) -> str:
+        """The trainable-level algorithm each trial runs (``random`` for asha...)."""
+        return ALGORITHMS[self.algorithm].trainable or self.algorithm
+
+    @property
+    def searches_on_validation(self) -> bool:
+        """Whether a searcher or scheduler ranks trials by their validation loss.
+
+        Such trials hold the validation split out of training even when their
+        trainable-level algorithm would not.
+        """
+        return self.searcher != "grid_seeded" or self.scheduler != "fifo"
 
     @field_validator("algorithm")
     @classmethod
@@ -255,7 +424,33 @@ def resolve_spec(request: Mapping[str, Any]) -> StudySpec:
     try:
         return StudySpec.model_validate(_merge(layers, request))
     except ValidationError as error:
-        raise SpecError(format_validation_error(error, StudySpec)) from None
+        raise SpecError(
+            format_validation_error(error, StudySpec),
+            problems=validation_problems(error, StudySpec),
+        ) from None
+
+
+def validation_problems(
+    error: ValidationError, model: type[BaseModel]
+) -> list[dict[str, Any]]:
+    """Each problem as ``{"field", "value", "message"}`` (the API's 422 body).
+
+    ``value`` is the input as received, shown as text when it is not finite.
+    """
+    problems = []
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "spec"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            allowed = _fields_at(model, item["loc"][:-1])
+            message = f"unknown field; allowed: {', '.join(allowed)}"
+        value = item.get("input")
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)
+        elif item["type"] == "missing":
+            value = None
+        problems.append({"field": field, "value": value, "message": message})
+    return problems
 
 
 def format_validation_error(error: ValidationError, model: type[BaseModel]) -> str:
@@ -264,6 +459,10 @@ def format_validation_error(error: ValidationError, model: type[BaseModel]) -> s
     for item in error.errors(include_url=False):
         location = ".".join(str(part) for part in item["loc"]) or "spec"
         kind, message = item["type"], item["msg"]
+        if not item["loc"] and kind == "value_error":
+            # Whole-spec checks name their fields and values themselves.
+            lines.append(message.removeprefix("Value error, "))
+            continue
         if kind == "extra_forbidden":
             allowed = _fields_at(model, item["loc"][:-1])
             message = f"unknown field; allowed: {', '.join(allowed)}"

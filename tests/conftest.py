@@ -36,6 +36,7 @@ def ray_session(shared_data: Path) -> Iterator[None]:
     import ray
 
     ray.init(
+        address="local",  # never attach to a `ray start` cluster on this machine
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=200 * 2**20,

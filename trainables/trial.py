@@ -69,7 +69,7 @@ def build_trial(
     ``trial_index`` (and on values a searcher put in ``config``), never on the
     algorithm.
     """
-    algorithm_class = ALGORITHM_CLASSES[spec.algorithm]
+    algorithm_class = ALGORITHM_CLASSES[spec.trainable_algorithm]
     dataset = load_dataset(spec.dataset, seed=spec.seed)
     if spec.budget.validation_share is not None:
         dataset = resplit_validation(dataset, spec.budget.validation_share)
@@ -86,7 +86,8 @@ def build_trial(
     problem = Problem(
         dataset,
         model,
-        uses_validation=algorithm_class.uses_validation_split(),
+        uses_validation=algorithm_class.uses_validation_split()
+        or spec.searches_on_validation,
         batch_size=spec.budget.batch_size,
         generator=generator,
     )
@@ -96,4 +97,5 @@ def build_trial(
         initial=initial_hyperparameters(spec, trial_index, config),
         params=params,
         trial_name=trial_name or f"{spec.algorithm}#{trial_index}",
+        trial_index=trial_index,
     )

@@ -125,14 +125,13 @@ def test_gpu_request_on_cpu_cluster_is_refused(
 def test_algorithms_and_datasets_list_ids_first(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from hposvc.catalog import ALGORITHMS
+    from hposvc.data import dataset_names
+
     assert main(["algorithms"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines][:4] == [
-        "random",
-        "ours_lr",
-        "ours_lr_momentum",
-        "ours_hdlr_momentum",
-    ][: len(lines[:4])]
+    assert [line.split()[0] for line in lines] == list(ALGORITHMS)
     assert main(["datasets"]) == 0
     ids = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert ids == dataset_names()
     assert {"uci_energy", "uci_kin8nm", "uci_power"} <= set(ids)
