@@ -171,7 +171,8 @@ def print_outcome(console: Console, summary: dict[str, Any]) -> None:
     if best is not None:
         console.print(
             f"best trial: {best['index']} ({best['trial_id']}), validation loss "
-            f"{best['final_validation_loss']:.4g}, test loss {best['final_test_loss']:.4g}"
+            f"{best['final_validation_loss']:.4g}, "
+            f"test loss {best['final_test_loss']:.4g}"
         )
     mean = aggregate["mean_final_test_loss"]
     statuses = ", ".join(
@@ -200,7 +201,7 @@ def list_algorithms() -> int:
                 if name
             ]
             tuned = f"{tuned} ({', '.join(chosen)})"
-        print(f"{info.id:<20} tunes {tuned}; {info.summary}{defaults}")
+        print(f"{info.id:<22} tunes {tuned}; {info.summary}{defaults}")
     return 0
 
 

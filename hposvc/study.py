@@ -128,8 +128,8 @@ def check_resources(spec: StudySpec, available: dict[str, float]) -> None:
         have = float(available.get(name.upper(), 0.0))
         if asked > have:
             raise SpecError(
-                f"resources.{name} = {asked}: each trial asks for {asked} {name.upper()}"
-                f" but the Ray cluster has {have:g} in all"
+                f"resources.{name} = {asked}: each trial asks for {asked} "
+                f"{name.upper()} but the Ray cluster has {have:g} in all"
             )
 
 
@@ -294,7 +294,7 @@ def summarise(
     """
     budget = spec.budget.hyperparameter_steps
     trials = sorted(
-        (trial_record(spec, result, budget) for result in grid),
+        (trial_record(spec, grid[i], budget) for i in range(len(grid))),
         key=lambda record: record["index"],
     )
     finite = [

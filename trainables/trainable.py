@@ -103,7 +103,8 @@ class HyperparameterTrainable(tune.Trainable):
         }
         torch.save(state, Path(checkpoint_dir) / _CHECKPOINT_FILE)
 
-    def load_checkpoint(self, checkpoint: str | dict[str, Any]) -> None:
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        # A directory path: save_checkpoint writes files and returns None.
         path = Path(str(checkpoint)) / _CHECKPOINT_FILE
         device = next(iter(self.algorithm.params.values())).device
         state = torch.load(path, map_location=device, weights_only=False)

@@ -79,15 +79,16 @@ def linearised_sgd_step(
         )
         return update, (gradients, new_buffers, loss)
 
-    update, weight_vjp, (gradients, new_buffers, loss) = torch.func.vjp(
-        update_of_weights, params, has_aux=True
-    )
+    # torch.func.vjp's stub does not know that has_aux adds a third output.
+    with_aux: tuple[Any, ...] = torch.func.vjp(update_of_weights, params, has_aux=True)
+    update, weight_vjp, (gradients, new_buffers, loss) = with_aux
     gradients = {name: g.detach() for name, g in gradients.items()}
 
     def update_of_hyperparameters(hyper: RawHyperparameters) -> Params:
         return sgd_update(params, gradients, buffers, constrain(hyper))[0]
 
-    _, hyperparameter_vjp = torch.func.vjp(update_of_hyperparameters, raw)
+    without_aux: tuple[Any, ...] = torch.func.vjp(update_of_hyperparameters, raw)
+    hyperparameter_vjp = without_aux[1]
     with torch.no_grad():
         new_params = {name: w - update[name] for name, w in params.items()}
     return LinearisedStep(

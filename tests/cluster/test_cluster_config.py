@@ -1,4 +1,5 @@
-"""cluster/*.yaml pass Ray's own launcher validation (offline; `ray up` has no dry run)."""
+"""cluster/*.yaml pass Ray's own launcher validation, offline (`ray up` has no
+dry run)."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ class ImplicitLRMomentum(ImplicitLR):
 
 
 class ImplicitPerWeightLRMomentum(ImplicitLR):
-    """``ours_hdlr_momentum``: one lr per network weight, plus weight decay and momentum."""
+    """``ours_hdlr_momentum``: one lr per network weight, weight decay, momentum."""
 
     id = "ours_hdlr_momentum"
     per_weight_lr = True
