@@ -7,8 +7,10 @@ rounds is reported as a ratio to ``random`` and to ``torch.optim.SGD``.
 
     HPOSVC_DATA_DIR=../shared/data .venv/bin/python benchmarks/step_time.py
 
-One thread, float32, UCI energy at the paper's budget shape (T = 10 weight
-steps per hyperparameter step, full batch).
+One thread, float32, UCI energy at each algorithm's own budget (T = 10 weight
+steps per hyperparameter step, full batch; long_diff_through_opt: episodes of
+200 steps). Times are per weight step, so every algorithm compares; "trial s"
+is the compute of one whole trial at its default budget.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ ALGORITHMS = [
 ]
 
 
-def trial_stepper(algorithm: str, dataset: str) -> Callable[[], None]:
+def trial_stepper(algorithm: str, dataset: str) -> tuple[Callable[[], None], int, int]:
+    """A hyperparameter step of trial 1, its weight steps, and the trial's budget."""
     spec = resolve_spec({"dataset": dataset, "algorithm": algorithm})
     trial = build_trial(spec, trial_index=1)
-    return trial.hyperparameter_step
+    budget = spec.budget
+    return trial.hyperparameter_step, budget.weight_steps, budget.hyperparameter_steps
 
 
 def torch_sgd_stepper(dataset: str) -> Callable[[], None]:
@@ -73,36 +77,48 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    steppers = {"torch.optim.SGD": torch_sgd_stepper(args.dataset)}
+    spec = resolve_spec({"dataset": args.dataset, "algorithm": "random"})
+    steppers = {
+        "torch.optim.SGD": (
+            torch_sgd_stepper(args.dataset),
+            spec.budget.weight_steps,
+            spec.budget.hyperparameter_steps,
+        )
+    }
     steppers |= {name: trial_stepper(name, args.dataset) for name in args.algorithms}
     timings: dict[str, list[float]] = {name: [] for name in steppers}
-    for stepper in steppers.values():  # warm-up
+    for stepper, _, _ in steppers.values():  # warm-up
         stepper()
     for round_index in range(args.rounds):
         names = list(steppers)
-        order = names[round_index % len(names) :] + names[: round_index % len(names)]
-        for name in order:
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            stepper, weight_steps, _ = steppers[name]
+            # Time per weight step, so episodes of any length compare.
+            repeats = max(1, args.steps * spec.budget.weight_steps // weight_steps)
             started = time.perf_counter()
-            for _ in range(args.steps):
-                steppers[name]()
-            timings[name].append((time.perf_counter() - started) / args.steps)
+            for _ in range(repeats):
+                stepper()
+            elapsed = time.perf_counter() - started
+            timings[name].append(elapsed / (repeats * weight_steps))
 
     median = {name: statistics.median(values) for name, values in timings.items()}
-    weight_steps = resolve_spec({"dataset": args.dataset, "algorithm": "random"})
-    per_trial_steps = weight_steps.budget.hyperparameter_steps
     print(
-        f"{args.dataset}: median of {args.rounds} rounds × {args.steps} "
-        "hyperparameter steps, 1 thread"
+        f"{args.dataset}: median of {args.rounds} rounds, 1 thread; times per "
+        "weight step (a hyperparameter step is T of them, plus its update)"
     )
     print(
-        f"{'algorithm':<22}{'ms/step':>10}{'× random':>10}{'× SGD':>10}{'s/trial':>10}"
+        f"{'algorithm':<24}{'us/step':>9}{'× random':>10}{'× SGD':>8}"
+        f"{'T':>5}{'trial s':>9}"
     )
     for name, seconds in median.items():
+        _, weight_steps, hyperparameter_steps = steppers[name]
+        trial_seconds = seconds * weight_steps * hyperparameter_steps
         print(
-            f"{name:<22}{seconds * 1e3:>10.3f}"
+            f"{name:<24}{seconds * 1e6:>9.1f}"
             f"{seconds / median['random']:>10.2f}"
-            f"{seconds / median['torch.optim.SGD']:>10.2f}"
-            f"{seconds * per_trial_steps:>10.2f}"
+            f"{seconds / median['torch.optim.SGD']:>8.2f}"
+            f"{weight_steps:>5}{trial_seconds:>9.2f}"
         )
 
 

@@ -159,9 +159,7 @@ class HyperparameterOptimiser:
             raise ValueError(f"unknown hyperparameters {sorted(unknown)}; use {KEYS}")
         self._params = [leaf for key in self.tuned for leaf in _leaves(raw[key])]
         self._adam = (
-            torch.optim.Adam(self._params, lr=lr, fused=True)
-            if self._params
-            else None
+            torch.optim.Adam(self._params, lr=lr, fused=True) if self._params else None
         )
 
     @torch.no_grad()

@@ -1,0 +1,175 @@
+"""The CLI's service commands: ``serve``, and the client side of ``--api``.
+
+``hposvc serve`` runs the API (starting a local Redis and Ray head when none
+is given). ``hposvc submit ... --api URL`` posts the study and follows its
+event stream with the same live table and final table as a local run;
+``list``, ``status`` and ``cancel`` talk to the same service (``resume`` is
+not there yet: it needs Tune's restore in :mod:`hposvc.study`). The
+URL defaults to ``$HPOSVC_API_URL`` and the bearer token to
+``$HPOSVC_API_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hposvc.errors import SpecError
+
+__all__ = [
+    "SERVICE_COMMANDS",
+    "add_service_commands",
+    "run_service_command",
+    "submit_remote",
+]
+
+SERVICE_COMMANDS = ("serve", "list", "status", "cancel")
+
+
+def add_api_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api",
+        default=os.environ.get("HPOSVC_API_URL"),
+        help="hposvc service URL (default $HPOSVC_API_URL); token: $HPOSVC_API_TOKEN",
+    )
+
+
+def add_service_commands(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the hposvc service (REST + events)")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8000)")
+    serve.add_argument(
+        "--ray-address", help="Ray GCS host:port (default: start a local Ray head)"
+    )
+    serve.add_argument("--ray-jobs-url", help="Ray Jobs API URL of that cluster")
+    serve.add_argument(
+        "--redis-url", help="Redis URL (default $REDIS_URL, else a local Redis)"
+    )
+    serve.add_argument("--num-cpus", type=int, help="CPUs of a local Ray head")
+
+    listing = commands.add_parser("list", help="list the service's studies")
+    listing.add_argument("--status", help="only studies of this status")
+    listing.add_argument("--limit", type=int, default=50)
+    add_api_argument(listing)
+    for name, text in (
+        ("status", "show a study of the service"),
+        ("cancel", "cancel a running study"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("study_id")
+        add_api_argument(command)
+
+
+def run_service_command(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "serve":
+        return _serve(args)
+    client = _client(args.api)
+    with client:
+        if args.command == "list":
+            page = client.studies(status=args.status, limit=args.limit)
+            console.print(_studies_table(page["studies"]))
+            console.print(f"{len(page['studies'])} of {page['total']} studies")
+        elif args.command == "status":
+            console.print_json(json.dumps(client.study(args.study_id)))
+        else:
+            study = client.cancel(args.study_id)
+            console.print(f"study {study['study_id']}: {study['status']}")
+    return 0
+
+
+def submit_remote(
+    request: dict[str, Any], api: str, console: Console, *, live: bool
+) -> int:
+    """Post a study to the service and follow its events to the end."""
+    from hposvc.progress import LiveProgress, final_table
+
+    with _client(api) as client:
+        created = client.submit(request)
+        study_id = created["study_id"]
+        study = client.study(study_id)
+        spec = study["spec"]
+        console.print(
+            f"study [bold]{study_id}[/] submitted to {api}: {spec['samples']} trials "
+            f"of {spec['algorithm']} on {spec['dataset']}"
+        )
+        progress = LiveProgress(
+            console,
+            study_id=study_id,
+            samples=spec["samples"],
+            budget=spec["budget"]["hyperparameter_steps"],
+        )
+        last: dict[str, Any] = {}
+        if live:
+            with progress:
+                for _, event in client.events(study_id):
+                    progress(event)
+                    last = event
+            console.print()
+        else:
+            for _, event in client.events(study_id):
+                last = event
+        study = client.study(study_id)
+        trials = client.trials(study_id)
+    summary = {
+        "study_id": study_id,
+        "trials": trials,
+        "best_trial": study["best_trial"],
+    }
+    if trials and all("initial" in t for t in trials):
+        console.print(final_table(summary))
+    console.print(f"study {study_id}: {study['status']}")
+    if study["status"] != "completed":
+        detail = last.get("error") or study.get("error")
+        console.print(f"[red]{last.get('type')}[/]{': ' + detail if detail else ''}")
+        return 1
+    return 0
+
+
+def _client(api: str | None) -> Any:
+    from hposvc.client import ServiceClient
+
+    if not api:
+        raise SpecError("no service URL: pass --api URL or set HPOSVC_API_URL")
+    return ServiceClient(api, token=os.environ.get("HPOSVC_API_TOKEN") or None)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from hposvc.service import serve
+    from hposvc.settings import ServiceSettings
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "ray_address": args.ray_address,
+        "ray_jobs_url": args.ray_jobs_url,
+        "redis_url": args.redis_url,
+    }
+    settings = ServiceSettings()
+    settings = settings.model_copy(
+        update={key: value for key, value in overrides.items() if value is not None}
+    )
+    serve(settings, num_cpus=args.num_cpus)
+    return 0
+
+
+def _studies_table(studies: list[dict[str, Any]]) -> Table:
+    table = Table(box=None)
+    for column in ("study", "status", "trials", "best valid loss", "created"):
+        table.add_column(column)
+    for study in studies:
+        best = study.get("best_trial") or {}
+        loss = best.get("final_validation_loss")
+        progress = study["progress"]
+        table.add_row(
+            study["study_id"],
+            study["status"],
+            f"{progress['trials_done']}/{progress['trials_total']}",
+            "—" if loss is None else f"{loss:.4g}",
+            study.get("created_at") or "",
+        )
+    return table

@@ -1,0 +1,40 @@
+"""The CLI against a running service: submit --api, list, status, cancel."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from hposvc.cli import main
+from tests.api.support import API_TOKEN, ApiProcess
+
+
+def test_submit_with_api_follows_the_study_to_its_final_table(
+    api: ApiProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("HPOSVC_API_TOKEN", API_TOKEN)
+    name = f"cli-{secrets.token_hex(3)}"
+    flags = ["--samples", "2", "--hyperparameter-steps", "3", "--weight-steps", "2"]
+
+    code = main(["submit", "uci_energy", "random", *flags, "--name", name,
+                 "--api", api.url, "--no-progress"])  # fmt: skip
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"study {name}: completed" in out
+    assert "initial → final" in out
+    assert main(["list", "--api", api.url]) == 0
+    assert name in capsys.readouterr().out
+    assert main(["status", name, "--api", api.url]) == 0
+    assert '"status": "completed"' in capsys.readouterr().out
+    assert main(["cancel", name, "--api", api.url]) == 0
+    assert f"study {name}: completed" in capsys.readouterr().out
+
+
+def test_service_commands_without_a_url_fail_cleanly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.delenv("HPOSVC_API_URL", raising=False)
+    assert main(["list"]) == 2
+    assert "HPOSVC_API_URL" in capsys.readouterr().err
