@@ -14,19 +14,30 @@ hyperparameter step), ``trial_completed``, ``trial_diverged``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ray import tune
 
-__all__ = ["EventSink", "StudyEventCallback", "json_safe", "trial_event_type"]
+__all__ = [
+    "EventSink",
+    "StudyEventCallback",
+    "json_safe",
+    "restore_sinks",
+    "trial_event_type",
+]
 
 logger = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
+
+#: Sinks that a callback unpickled by ``Tuner.restore`` in this process takes
+#: up, by study id (see :func:`restore_sinks`).
+_RESTORE_SINKS: dict[str, list[EventSink]] = {}
 
 #: Metrics copied from a Tune result into a ``trial_result`` event.
 RESULT_KEYS = (
@@ -102,6 +113,10 @@ class StudyEventCallback(tune.Callback):
         # connections) belong to this process and are given again on restore.
         return self.__dict__ | {"sinks": []}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.sinks = list(_RESTORE_SINKS.get(self.study_id, ()))
+
     def emit(self, event_type: str, **fields: Any) -> None:
         event = json_safe(
             {"type": event_type, "study_id": self.study_id, "time": time.time()}
@@ -139,6 +154,16 @@ class StudyEventCallback(tune.Callback):
     ) -> None:
         error = getattr(trial, "error_message", None) or "trial raised an error"
         self.emit("trial_failed", **_identity(trial), error=_last_line(str(error)))
+
+
+@contextlib.contextmanager
+def restore_sinks(study_id: str, sinks: Iterable[EventSink]) -> Iterator[None]:
+    """Give ``sinks`` to the study's callback while ``Tuner.restore`` unpickles it."""
+    _RESTORE_SINKS[study_id] = list(sinks)
+    try:
+        yield
+    finally:
+        del _RESTORE_SINKS[study_id]
 
 
 def _identity(trial: Any) -> dict[str, Any]:

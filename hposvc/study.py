@@ -31,7 +31,13 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from hposvc.errors import SpecError
-from hposvc.events import EventSink, StudyEventCallback, json_safe, trial_event_type
+from hposvc.events import (
+    EventSink,
+    StudyEventCallback,
+    json_safe,
+    restore_sinks,
+    trial_event_type,
+)
 from hposvc.hypergrad.hyperparameters import MOMENTUM_EPSILON
 from hposvc.search import build_scheduler, build_searcher, searcher_stop_reason
 from hposvc.spec import StudySpec
@@ -48,6 +54,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+#: The spec, written when a study starts, so it can be resumed by id alone.
+SPEC_FILE = "spec.json"
 CHECKPOINT_EVERY = 25
 
 
@@ -142,6 +150,7 @@ def run_study(
     address: str | None = None,
     num_cpus: int | None = None,
     log_to_driver: bool = True,
+    resume: bool = False,
 ) -> StudyResult:
     """Run a whole study and write its ``summary.json``.
 
@@ -154,6 +163,10 @@ def run_study(
         address: A running Ray cluster to attach to; default a local Ray.
         num_cpus: CPUs of a local Ray (default: all of this machine's).
         log_to_driver: Whether trial processes' logs reach this process.
+        resume: Continue the study in ``results_dir / study_id`` from its
+            trials' last checkpoints (Tune's restore): finished trials are
+            kept, unfinished and errored ones resume. Starts afresh, with a
+            warning, when there is nothing to restore.
     """
     study_id = study_id or new_study_id(spec)
     results_dir = (results_dir or default_results_dir()).resolve()
@@ -162,19 +175,34 @@ def run_study(
     started = time.time()
     with local_ray(address, num_cpus=num_cpus, log_to_driver=log_to_driver):
         check_resources(spec, ray.cluster_resources())
-        searcher = build_searcher(spec)
-        callback.emit("study_started", spec=spec.model_dump(mode="json"))
-        logger.info(
-            "study %s: %d trials of %s on %s",
-            study_id,
-            spec.samples,
-            spec.algorithm,
-            spec.dataset,
-        )
-        try:
+        searcher = None
+        if resume and tune.Tuner.can_restore(str(directory)):
+            callback.emit("study_resumed", spec=spec.model_dump(mode="json"))
+            logger.info("study %s: resuming from %s", study_id, directory)
+            with restore_sinks(study_id, sinks):
+                tuner = restore_tuner(spec, directory)
+        else:
+            if resume:
+                logger.warning(
+                    "study %s: nothing to resume in %s; starting afresh",
+                    study_id,
+                    directory,
+                )
+            searcher = build_searcher(spec)
+            directory.mkdir(parents=True, exist_ok=True)
+            write_json_atomically(directory / SPEC_FILE, spec.model_dump(mode="json"))
+            callback.emit("study_started", spec=spec.model_dump(mode="json"))
+            logger.info(
+                "study %s: %d trials of %s on %s",
+                study_id,
+                spec.samples,
+                spec.algorithm,
+                spec.dataset,
+            )
             tuner = build_tuner(
                 spec, study_id, results_dir, callback, searcher=searcher
             )
+        try:
             grid = tuner.fit()
         except Exception as error:
             callback.emit("study_failed", error=str(error))
@@ -197,6 +225,29 @@ def run_study(
     return StudyResult(study_id=study_id, directory=directory, summary=summary)
 
 
+def _trainable(spec: StudySpec) -> Any:
+    from trainables.trainable import HyperparameterTrainable
+
+    return tune.with_resources(
+        HyperparameterTrainable,
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+
+
+def restore_tuner(spec: StudySpec, directory: Path) -> tune.Tuner:
+    """The study's Tuner as it was saved, its trials resuming from checkpoints.
+
+    The searcher's state (bayesopt's observations, TPE's history) and the
+    scheduler's come back with it.
+    """
+    return tune.Tuner.restore(
+        str(directory),
+        trainable=_trainable(spec),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+
+
 def build_tuner(
     spec: StudySpec,
     study_id: str,
@@ -213,12 +264,7 @@ def build_tuner(
     With a searcher (see :func:`hposvc.search.build_searcher`), the searcher
     numbers the trials and chooses their initial hyperparameters.
     """
-    from trainables.trainable import HyperparameterTrainable
-
-    trainable = tune.with_resources(
-        HyperparameterTrainable,
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-    )
+    trainable = _trainable(spec)
     param_space: dict[str, Any] = {"spec": spec.model_dump(mode="json")}
     if searcher is None:
         param_space["trial_index"] = tune.grid_search(list(range(spec.samples)))

@@ -75,7 +75,9 @@ class FakeRayJobs:
 
     def __init__(self) -> None:
         self.submitted: list[str] = []
+        self.resumed: list[str] = []
         self.stopped: list[str] = []
+        self.job_status = "RUNNING"
         self.lock = threading.Lock()
 
     def connect(self) -> None:
@@ -87,13 +89,13 @@ class FakeRayJobs:
     def check(self) -> None:
         return None
 
-    def submit(self, study_id: str, *, submission_id: str) -> str:
+    def submit(self, study_id: str, *, submission_id: str, resume: bool = False) -> str:
         with self.lock:
-            self.submitted.append(submission_id)
+            (self.resumed if resume else self.submitted).append(submission_id)
         return submission_id
 
     def status(self, job_id: str) -> str:
-        return "RUNNING"
+        return self.job_status
 
     def message(self, job_id: str) -> str:
         return ""

@@ -1,13 +1,16 @@
-"""The CLI against a running service: submit --api, list, status, cancel."""
+"""The CLI against a running service: submit --api, list, status, cancel, resume."""
 
 from __future__ import annotations
 
 import secrets
+import threading
 
 import pytest
 
 from hposvc.cli import main
-from tests.api.support import API_TOKEN, ApiProcess
+from hposvc.client import ServiceClient
+from hposvc.store import StudyStore
+from tests.api.support import API_TOKEN, TINY, ApiProcess, InProcessApi
 
 
 def test_submit_with_api_follows_the_study_to_its_final_table(
@@ -38,3 +41,31 @@ def test_service_commands_without_a_url_fail_cleanly(
     monkeypatch.delenv("HPOSVC_API_URL", raising=False)
     assert main(["list"]) == 2
     assert "HPOSVC_API_URL" in capsys.readouterr().err
+
+
+def test_resume_with_api_follows_the_resumed_run_to_its_end(
+    fake_api: InProcessApi,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.setenv("HPOSVC_API_TOKEN", API_TOKEN)
+    settings = fake_api.service.settings
+    store = StudyStore.from_url(str(settings.redis_url), settings.key_prefix)
+    name = f"cli-r-{secrets.token_hex(3)}"
+    with ServiceClient(fake_api.url, token=API_TOKEN) as client:
+        client.submit(TINY | {"name": name})
+        client.cancel(name)
+    fake_api.ray.job_status = "STOPPED"
+    # Stands in for the resumed Ray job, finishing a moment after the resume.
+    finish = threading.Timer(
+        1.0, store.append, (name, {"type": "study_completed", "study_id": name})
+    )
+    finish.start()
+
+    code = main(["resume", name, "--api", fake_api.url, "--no-progress"])
+
+    finish.join()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"study {name} resumed on {fake_api.url} (resume 1, Ray job " in out
+    assert f"study {name}: completed" in out
