@@ -3,6 +3,9 @@
 ``create_app()`` builds the FastAPI app from :class:`ServiceSettings`; uvicorn
 (``hposvc serve``) and Ray Serve (:mod:`api.serve`) host the same app.
 
+``POST /studies/{id}/resume`` continues a failed or cancelled study from its
+trials' checkpoints (see :meth:`Service.resume`).
+
 Limits, each refused with a 4xx that says which:
 
 - request bodies above ``HPOSVC_MAX_BODY_BYTES`` (64 KiB): 413;
@@ -37,6 +40,7 @@ from api.errors import install_error_handlers
 from api.ray_jobs import JOB_TERMINAL, RayJobs
 from api.streams import StreamRegistry, parse_last_event_id
 from hposvc.errors import (
+    ConflictError,
     HposvcError,
     NotFoundError,
     RequestTooLargeError,
@@ -45,7 +49,13 @@ from hposvc.errors import (
 )
 from hposvc.events import json_safe
 from hposvc.settings import ServiceSettings
-from hposvc.store import TERMINAL_STATUSES, AsyncStudyStore, now_iso
+from hposvc.store import (
+    ACTIVE_STATUSES,
+    RESUMABLE_STATUSES,
+    TERMINAL_STATUSES,
+    AsyncStudyStore,
+    now_iso,
+)
 
 __all__ = ["create_app"]
 
@@ -85,28 +95,80 @@ class Service:
     async def reconcile(self) -> None:
         """Give each study recorded as active whose Ray Job ended its final status."""
         for study_id in await self.store.active_ids():
+            await self.reconcile_study(study_id)
+
+    async def reconcile_study(self, study_id: str) -> None:
+        """Record the final status of an active study whose current job ended."""
+        record = await self.store.get(study_id)
+        if record.get("status") in TERMINAL_STATUSES:
+            return
+        job_id = record.get("job_id") or study_id
+        if not record.get("submitted_at") and _age(record) < 60:
+            return  # its POST may still be submitting the job
+        try:
+            job_status = await run_in_threadpool(self.ray.status, job_id)
+        except NotFoundError:
+            job_status = "FAILED"
+        if job_status not in JOB_TERMINAL:
+            return
+        status = _STATUS_OF_JOB[job_status]
+        message = await run_in_threadpool(self.ray.message, job_id)
+        event: dict[str, Any] = {
+            "type": f"study_{status}",
+            "study_id": study_id,
+            "time": time.time(),
+            "reconciled": True,
+        }
+        if status == "failed":
+            event["error"] = message or f"Ray job {job_id} ended as {job_status}"
+        if await self.store.append(study_id, event):
+            logger.info("study %s: job %s, now %s", study_id, job_status, status)
+
+    async def resume(self, study_id: str) -> dict[str, Any]:
+        """Reopen a failed or cancelled study and submit its resuming Ray Job.
+
+        An active study whose job already ended is reconciled first (a job
+        that died without a final event makes the study ``failed``). The
+        previous job must have ended, so nothing it still sends lands in the
+        resumed run.
+        """
+        record = await self.store.get(study_id)
+        if record.get("status") in ACTIVE_STATUSES:
+            await self.reconcile_study(study_id)
             record = await self.store.get(study_id)
-            job_id = record.get("job_id") or study_id
-            if not record.get("submitted_at") and _age(record) < 60:
-                continue  # its POST may still be submitting the job
-            try:
-                job_status = await run_in_threadpool(self.ray.status, job_id)
-            except NotFoundError:
-                job_status = "FAILED"
-            if job_status not in JOB_TERMINAL:
-                continue
-            status = _STATUS_OF_JOB[job_status]
-            message = await run_in_threadpool(self.ray.message, job_id)
-            event: dict[str, Any] = {
-                "type": f"study_{status}",
+        if record.get("status") in RESUMABLE_STATUSES:
+            await self._check_job_ended(study_id, record)
+        resume, job_id, event_id = await self.store.reopen(study_id)
+        try:
+            await run_in_threadpool(
+                self.ray.submit, study_id, submission_id=job_id, resume=True
+            )
+        except HposvcError as error:
+            # Failed again, with the reason, so the study can be resumed later.
+            failed = {
+                "type": "study_failed",
                 "study_id": study_id,
                 "time": time.time(),
-                "reconciled": True,
+                "error": f"resume {resume}: {error}",
             }
-            if status == "failed":
-                event["error"] = message or f"Ray job {job_id} ended as {job_status}"
-            if await self.store.append(study_id, event):
-                logger.info("study %s: job %s, now %s", study_id, job_status, status)
+            await self.store.append(study_id, failed)
+            raise
+        await self.store.update(study_id, {"submitted_at": now_iso()})
+        logger.info("study %s: resume %d as Ray job %s", study_id, resume, job_id)
+        return {"resume": resume, "job_id": job_id, "event_id": event_id}
+
+    async def _check_job_ended(self, study_id: str, record: dict[str, str]) -> None:
+        """Refuse (409) while the study's last Ray job is still stopping."""
+        job_id = record.get("job_id") or study_id
+        try:
+            job_status = await run_in_threadpool(self.ray.status, job_id)
+        except NotFoundError:
+            return
+        if job_status not in JOB_TERMINAL:
+            raise ConflictError(
+                f"study {study_id!r} is {record['status']} but its Ray job "
+                f"{job_id} is still {job_status}; retry when it has stopped"
+            )
 
     async def reconcile_forever(self) -> None:
         while True:
@@ -340,6 +402,23 @@ def _studies_router() -> APIRouter:
         view = await service.store.view(study_id)
         return view | {"links": _links(study_id)}
 
+    @router.post("/studies/{study_id}/resume", status_code=202, tags=["studies"])
+    async def resume_study(study_id: str, service: ServiceDep) -> dict[str, Any]:
+        """Resume a failed or cancelled study from its trials' checkpoints.
+
+        Trials that finished are kept; the others continue from their last
+        checkpoints in a new Ray Job (``<id>--resume-<n>``). The event stream
+        keeps its history: a ``study_reopened`` event, then the resumed run's
+        events. 404 for an unknown study; 409 for one that is pending, running
+        or completed, or whose previous job has not stopped yet.
+        """
+        resumed = await service.resume(study_id)
+        view = await service.store.view(study_id)
+        return view | {
+            "resumed_after_event": resumed["event_id"],
+            "links": _links(study_id),
+        }
+
     @router.get("/algorithms", tags=["catalog"])
     async def algorithms() -> dict[str, Any]:
         """Algorithm ids, what each tunes, and their configs/ defaults."""
@@ -398,8 +477,9 @@ async def _read_json(request: Request, limit: int) -> dict[str, Any]:
 
 
 def _age(record: dict[str, str]) -> float:
-    """Seconds since the study was created."""
-    created = datetime.fromisoformat(record.get("created_at") or now_iso())
+    """Seconds since the study was created or last reopened."""
+    since = record.get("reopened_at") or record.get("created_at") or now_iso()
+    created = datetime.fromisoformat(since)
     return (datetime.now(UTC) - created).total_seconds()
 
 

@@ -1,7 +1,8 @@
 """The API's side of Ray: the cluster's resources and each study's Ray Job.
 
-Each study runs as a Ray Job whose submission id is the study id, so it keeps
-running when the API restarts and shows in the Ray dashboard. The Jobs API
+Each study runs as a Ray Job whose submission id is the study id (and
+``<id>--resume-<n>`` for its ``n``-th resume), so it keeps running when the
+API restarts and shows in the Ray dashboard. The Jobs API
 and the GCS are reached with Ray's cluster token when Ray has token
 authentication on (the default in Ray 2.60); hposvc never turns it off.
 All methods block: the API calls them from worker threads.
@@ -125,9 +126,11 @@ class RayJobs:
         except Exception as error:
             raise UnavailableError(f"Ray's Jobs API: {error}") from None
 
-    def submit(self, study_id: str, *, submission_id: str) -> str:
+    def submit(self, study_id: str, *, submission_id: str, resume: bool = False) -> str:
+        """Start the study's job; ``resume`` continues it from its checkpoints."""
         python = self.settings.job_python or sys.executable
-        entrypoint = shlex.join([python, "-m", "hposvc.job", "--study-id", study_id])
+        command = [python, "-m", "hposvc.job", "--study-id", study_id]
+        entrypoint = shlex.join([*command, "--resume"] if resume else command)
         try:
             return str(
                 self.client().submit_job(

@@ -2,32 +2,39 @@
 
 ``hposvc submit DATASET ALGORITHM`` runs a study on a local Ray (or attaches
 to one with ``--address``), shows each trial live, prints the final table and
-the path of ``summary.json``. ``hposvc algorithms`` and ``hposvc datasets``
-list what can be submitted. Bad input ends the command with one line on
+the path of ``summary.json``. ``hposvc resume ID`` continues a failed or
+interrupted study from its trials' checkpoints (with ``--api``, on the
+service). ``hposvc algorithms`` and ``hposvc datasets`` list what can be
+submitted. Bad input ends the command with one line on
 standard error and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from hposvc.catalog import ALGORITHMS
-from hposvc.errors import HposvcError
+from hposvc.errors import HposvcError, NotFoundError
 from hposvc.service_cli import (
     SERVICE_COMMANDS,
     add_api_argument,
     add_service_commands,
+    resume_remote,
     run_service_command,
     submit_remote,
 )
+
+if TYPE_CHECKING:
+    from hposvc.spec import StudySpec
 
 __all__ = ["main"]
 
@@ -77,20 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("fifo", "asha", "pbt"),
         help="early stopping / population-based training (default: the algorithm's)",
     )
-    submit.add_argument(
-        "--results-dir", type=Path, help="where studies are written (./results)"
+    resume = commands.add_parser(
+        "resume", help="continue a failed or interrupted study from its checkpoints"
     )
-    submit.add_argument("--address", help="Ray cluster to attach to (default: local)")
-    submit.add_argument("--num-cpus", type=int, help="CPUs of a local Ray")
-    submit.add_argument(
-        "--no-progress", action="store_true", help="no live table, final table only"
-    )
+    resume.add_argument("study_id", help="the study's id (its folder's name)")
+    for command in (submit, resume):
+        _add_run_arguments(command)
 
     commands.add_parser("algorithms", help="list algorithm ids and their defaults")
     commands.add_parser("datasets", help="list data set ids and their defaults")
-    add_api_argument(submit)
     add_service_commands(commands)
     return parser
+
+
+def _add_run_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--results-dir", type=Path, help="where studies are written (./results)"
+    )
+    command.add_argument("--address", help="Ray cluster to attach to (default: local)")
+    command.add_argument("--num-cpus", type=int, help="CPUs of a local Ray")
+    command.add_argument(
+        "--no-progress", action="store_true", help="no live table, final table only"
+    )
+    add_api_argument(command)
 
 
 def spec_request(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,9 +135,8 @@ def spec_request(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def submit(args: argparse.Namespace, console: Console) -> int:
-    from hposvc.progress import LiveProgress, final_table
     from hposvc.spec import resolve_spec
-    from hposvc.study import local_ray, new_study_id, run_study
+    from hposvc.study import new_study_id
 
     if args.api:
         return submit_remote(
@@ -134,24 +149,61 @@ def submit(args: argparse.Namespace, console: Console) -> int:
         f"{spec.dataset}, {spec.budget.hyperparameter_steps} × "
         f"{spec.budget.weight_steps} steps"
     )
+    return run_locally(args, console, spec, study_id)
+
+
+def resume(args: argparse.Namespace, console: Console) -> int:
+    from hposvc.spec import StudySpec
+    from hposvc.study import SPEC_FILE, default_results_dir
+
+    if args.api:
+        return resume_remote(
+            args.study_id, args.api, console, live=not args.no_progress
+        )
+    results_dir = (args.results_dir or default_results_dir()).resolve()
+    spec_path = results_dir / args.study_id / SPEC_FILE
+    if not spec_path.is_file():
+        raise NotFoundError(
+            f"no study {args.study_id!r} in {results_dir} (no {SPEC_FILE} there)"
+        )
+    spec = StudySpec.model_validate(json.loads(spec_path.read_text()))
+    console.print(
+        f"study [bold]{args.study_id}[/]: resuming {spec.samples} trials of "
+        f"{spec.algorithm} on {spec.dataset} from {results_dir / args.study_id}"
+    )
+    return run_locally(args, console, spec, args.study_id, resume=True)
+
+
+def run_locally(
+    args: argparse.Namespace,
+    console: Console,
+    spec: StudySpec,
+    study_id: str,
+    *,
+    resume: bool = False,
+) -> int:
+    """Run (or resume) the study here with the live table; print how it ended."""
+    from hposvc.progress import LiveProgress, final_table
+    from hposvc.study import local_ray, run_study
+
     progress = LiveProgress(
         console,
         study_id=study_id,
         samples=spec.samples,
         budget=spec.budget.hyperparameter_steps,
     )
+    options: dict[str, Any] = {
+        "results_dir": args.results_dir,
+        "study_id": study_id,
+        "resume": resume,
+    }
     # Ray starts before the live table, so its start-up lines do not tear it.
     with local_ray(args.address, num_cpus=args.num_cpus, log_to_driver=args.verbose):
         if args.no_progress:
-            result = run_study(spec, results_dir=args.results_dir, study_id=study_id)
+            result = run_study(spec, **options)
         else:
             with progress:
-                result = run_study(
-                    spec,
-                    results_dir=args.results_dir,
-                    study_id=study_id,
-                    sinks=[progress],
-                )
+                result = run_study(spec, sinks=[progress], **options)
             console.print()
     console.print(final_table(result.summary))
     print_outcome(console, result.summary)
@@ -243,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "submit":
             return submit(args, console)
+        if args.command == "resume":
+            return resume(args, console)
         if args.command == "algorithms":
             return list_algorithms()
         if args.command in SERVICE_COMMANDS:

@@ -2,7 +2,9 @@
 
 :meth:`ServiceClient.events` follows a study's server-sent events to its end,
 reconnecting with ``Last-Event-ID`` when the connection drops, so the caller
-sees every event exactly once.
+sees every event exactly once. A resumed study's stream holds a terminal event
+of each earlier run: the end is the terminal event after which the server
+closes the stream.
 """
 
 from __future__ import annotations
@@ -71,11 +73,15 @@ class ServiceClient:
     def cancel(self, study_id: str) -> dict[str, Any]:
         return self._json(self._call("DELETE", f"/studies/{study_id}"))
 
+    def resume(self, study_id: str) -> dict[str, Any]:
+        return self._json(self._call("POST", f"/studies/{study_id}/resume"))
+
     def events(
         self, study_id: str, *, last_event_id: str | None = None, retries: int = 30
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(event id, event)`` of the study until its terminal event."""
+        """``(event id, event)`` of the study until its final terminal event."""
         failures = 0
+        ended = False
         while True:
             headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
             try:
@@ -91,11 +97,14 @@ class ServiceClient:
                         if not event_id:
                             continue
                         last_event_id = event_id
-                        event = json.loads(data)
-                        yield event_id, event
-                        if kind in TERMINAL_EVENTS:
-                            return
+                        ended = kind in TERMINAL_EVENTS
+                        yield event_id, json.loads(data)
+                # The server closes a stream only after the last terminal event.
+                if ended:
+                    return
             except (httpx.TransportError, UnavailableError) as error:
+                if ended:
+                    return
                 failures += 1
                 if failures > retries:
                     raise UnavailableError(f"event stream lost: {error}") from None

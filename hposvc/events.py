@@ -27,6 +27,7 @@ __all__ = [
     "EventSink",
     "StudyEventCallback",
     "json_safe",
+    "last_line",
     "restore_sinks",
     "trial_event_type",
 ]
@@ -153,7 +154,7 @@ class StudyEventCallback(tune.Callback):
         self, iteration: int, trials: list, trial: Any, **info: Any
     ) -> None:
         error = getattr(trial, "error_message", None) or "trial raised an error"
-        self.emit("trial_failed", **_identity(trial), error=_last_line(str(error)))
+        self.emit("trial_failed", **_identity(trial), error=last_line(str(error)))
 
 
 @contextlib.contextmanager
@@ -170,6 +171,7 @@ def _identity(trial: Any) -> dict[str, Any]:
     return {"trial_id": trial.trial_id, "index": trial.config.get("trial_index")}
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last non-blank line of an error text (a traceback's message)."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else text

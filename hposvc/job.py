@@ -1,12 +1,14 @@
 """The Ray Job that runs one study of the service.
 
 ``python -m hposvc.job --study-id ID`` is the entrypoint the API submits (the
-job's submission id is the study id). It reads the study's spec from Redis
-(``REDIS_URL``, ``HPOSVC_KEY_PREFIX``), runs it on the cluster the job belongs
-to, with a :class:`hposvc.store.RedisEventSink` receiving every event, and
-records the outcome: the summary's trial records and best trial, and a
-``study_completed`` or ``study_failed`` event. A study cancelled meanwhile
-stays cancelled: the store refuses events after a terminal one.
+job's submission id is the study id); with ``--resume`` it continues the
+study from its trials' checkpoints (``POST /studies/{id}/resume``). It reads
+the study's spec from Redis (``REDIS_URL``, ``HPOSVC_KEY_PREFIX``), runs it on
+the cluster the job belongs to, with a :class:`hposvc.store.RedisEventSink`
+receiving every event, and records the outcome: the summary's trial records
+and best trial, and a ``study_completed`` or ``study_failed`` event. A study
+cancelled meanwhile stays cancelled: the store refuses events after a
+terminal one (until the study is reopened by a resume).
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ __all__ = ["main", "run_job"]
 logger = logging.getLogger(__name__)
 
 
-def run_job(study_id: str, settings: ServiceSettings) -> int:
-    """Run the stored study ``study_id``; 0 when it completed, 1 otherwise."""
+def run_job(study_id: str, settings: ServiceSettings, *, resume: bool = False) -> int:
+    """Run the stored study ``study_id``; 0 when it completed, 1 otherwise.
+
+    With ``resume``, continue it from the Tune experiment under the results
+    directory (see :func:`hposvc.study.run_study`).
+    """
     from hposvc.study import run_study
 
     if not settings.redis_url:
@@ -49,6 +55,7 @@ def run_job(study_id: str, settings: ServiceSettings) -> int:
             address="auto",
             results_dir=settings.results_dir,
             log_to_driver=False,
+            resume=resume,
         )
     except Exception as error:
         logger.exception("study %s failed", study_id)
@@ -89,11 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m hposvc.job", description="Run one stored hposvc study."
     )
     parser.add_argument("--study-id", required=True)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the trials' checkpoints"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return run_job(args.study_id, ServiceSettings())
+    return run_job(args.study_id, ServiceSettings(), resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 ``hposvc serve`` runs the API (starting a local Redis and Ray head when none
 is given). ``hposvc submit ... --api URL`` posts the study and follows its
 event stream with the same live table and final table as a local run;
-``list``, ``status`` and ``cancel`` talk to the same service (``resume`` is
-not there yet: it needs Tune's restore in :mod:`hposvc.study`). The
-URL defaults to ``$HPOSVC_API_URL`` and the bearer token to
+``list``, ``status`` and ``cancel`` talk to the same service, and
+``resume ID --api URL`` resumes a failed or cancelled study there and follows
+it like ``submit``. The URL defaults to ``$HPOSVC_API_URL`` and the bearer token to
 ``$HPOSVC_API_TOKEN``.
 """
 
@@ -24,6 +24,7 @@ from hposvc.errors import SpecError
 __all__ = [
     "SERVICE_COMMANDS",
     "add_service_commands",
+    "resume_remote",
     "run_service_command",
     "submit_remote",
 ]
@@ -86,35 +87,70 @@ def submit_remote(
     request: dict[str, Any], api: str, console: Console, *, live: bool
 ) -> int:
     """Post a study to the service and follow its events to the end."""
-    from hposvc.progress import LiveProgress, final_table
-
     with _client(api) as client:
-        created = client.submit(request)
-        study_id = created["study_id"]
-        study = client.study(study_id)
-        spec = study["spec"]
+        study_id = client.submit(request)["study_id"]
+        spec = client.study(study_id)["spec"]
         console.print(
             f"study [bold]{study_id}[/] submitted to {api}: {spec['samples']} trials "
             f"of {spec['algorithm']} on {spec['dataset']}"
         )
-        progress = LiveProgress(
-            console,
-            study_id=study_id,
-            samples=spec["samples"],
-            budget=spec["budget"]["hyperparameter_steps"],
+        return _follow(client, study_id, spec, console, live=live)
+
+
+def resume_remote(study_id: str, api: str, console: Console, *, live: bool) -> int:
+    """Resume a failed or cancelled study on the service and follow it to the end."""
+    with _client(api) as client:
+        study = client.resume(study_id)
+        console.print(
+            f"study [bold]{study_id}[/] resumed on {api} (resume {study['resumes']}, "
+            f"Ray job {study['job_id']}): "
+            f"{study['progress']['trials_done']}/{study['progress']['trials_total']}"
+            " trials already finished"
         )
-        last: dict[str, Any] = {}
-        if live:
-            with progress:
-                for _, event in client.events(study_id):
-                    progress(event)
-                    last = event
-            console.print()
-        else:
-            for _, event in client.events(study_id):
+        return _follow(
+            client,
+            study_id,
+            study["spec"],
+            console,
+            live=live,
+            after=study["resumed_after_event"],
+        )
+
+
+def _follow(
+    client: Any,
+    study_id: str,
+    spec: dict[str, Any],
+    console: Console,
+    *,
+    live: bool,
+    after: str | None = None,
+) -> int:
+    """Follow the study's events (after event id ``after``); print how it ended."""
+    from hposvc.progress import LiveProgress, final_table
+
+    progress = LiveProgress(
+        console,
+        study_id=study_id,
+        samples=spec["samples"],
+        budget=spec["budget"]["hyperparameter_steps"],
+    )
+    last: dict[str, Any] = {}
+    if live:
+        with progress:
+            # Trials finished in earlier runs count towards the live total.
+            for trial in client.trials(study_id) if after else []:
+                if trial.get("status") in ("completed", "diverged", "stopped"):
+                    progress({**trial, "type": f"trial_{trial['status']}"})
+            for _, event in client.events(study_id, last_event_id=after):
+                progress(event)
                 last = event
-        study = client.study(study_id)
-        trials = client.trials(study_id)
+        console.print()
+    else:
+        for _, event in client.events(study_id, last_event_id=after):
+            last = event
+    study = client.study(study_id)
+    trials = client.trials(study_id)
     summary = {
         "study_id": study_id,
         "trials": trials,

@@ -2,8 +2,9 @@
 
 Keys, under a prefix ``P`` (:attr:`ServiceSettings.key_prefix`):
 
-- ``P:study:<id>`` — hash: the study's record (status, spec, timestamps, Ray
-  job id, error, best trial and summary once finished);
+- ``P:study:<id>`` — hash: the study's record (status, spec, timestamps, the
+  Ray job id of its current run, how often it was resumed, error, best trial
+  and summary once finished);
 - ``P:study:<id>:trials`` — hash: trial index → the trial's record (the
   ``summary.json`` line, kept live while the study runs);
 - ``P:study:<id>:events`` — stream: every event of the study, in order; the
@@ -13,10 +14,14 @@ Keys, under a prefix ``P`` (:attr:`ServiceSettings.key_prefix`):
 Contract: a study's record is created once, atomically with its index entry,
 so a name can be taken by one request only. An event is appended only while
 the study is not finished (checked in the same Redis script as the append),
-so a study's stream ends with exactly one terminal event and nothing a
-cancelled job still sends lands after it. The Ray Job's driver is the only
-writer of trial records; the API writes study records (create, cancel,
-reconcile) and terminal events.
+so each run of a study ends with exactly one terminal event and nothing a
+cancelled job still sends lands after it. Resuming a failed or cancelled
+study (:data:`RESUMABLE_STATUSES`) reopens it: one script checks its status,
+appends a ``study_reopened`` event, sets it ``pending`` and gives it a new
+job id, ``<id>--resume-<n>`` for its ``n``-th resume, so the stream keeps its
+history and the resumed job's events follow. The Ray Job's driver is the
+only writer of trial records; the API writes study records (create, cancel,
+reconcile, reopen) and terminal events.
 
 :class:`StudyStore` (blocking, redis-py) serves the job and tests;
 :class:`AsyncStudyStore` (``redis.asyncio``) serves the API.
@@ -27,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +45,7 @@ from hposvc.events import json_safe
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "RESUMABLE_STATUSES",
     "TERMINAL_EVENTS",
     "TERMINAL_STATUSES",
     "AsyncStudyStore",
@@ -54,12 +61,17 @@ logger = logging.getLogger(__name__)
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 ACTIVE_STATUSES = ("pending", "running")
+#: A study in one of these may be resumed from its trials' checkpoints; a
+#: completed one has nothing left to run. A job that died without saying so
+#: is ``failed`` once reconciled.
+RESUMABLE_STATUSES = ("failed", "cancelled")
 TERMINAL_EVENTS = ("study_completed", "study_failed", "study_cancelled")
 TERMINAL_TRIAL_STATES = ("completed", "diverged", "stopped", "failed")
 
 #: Study status set by each study event.
 _STATUS_OF_EVENT = {
     "study_started": "running",
+    "study_resumed": "running",
     "study_completed": "completed",
     "study_failed": "failed",
     "study_cancelled": "cancelled",
@@ -86,6 +98,26 @@ local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
   'type', ARGV[3], 'event', ARGV[4])
 if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 return id
+"""
+
+# KEYS: record, stream.  ARGV: maxlen, event json (its resume fields are added).
+# Returns {1, n, job id, event id}, or {0, status} when the study may not resume
+# (status '' when it does not exist). The statuses are RESUMABLE_STATUSES.
+_REOPEN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {0, ''} end
+if status ~= 'failed' and status ~= 'cancelled' then return {0, status} end
+local n = redis.call('HINCRBY', KEYS[1], 'resumes', 1)
+local job = redis.call('HGET', KEYS[1], 'study_id') .. '--resume-' .. n
+local event = cjson.decode(ARGV[2])
+event['resume'] = n
+event['job_id'] = job
+event['previous_status'] = status
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
+  'type', 'study_reopened', 'event', cjson.encode(event))
+redis.call('HSET', KEYS[1], 'status', 'pending', 'job_id', job,
+  'reopened_at', event['at'], 'submitted_at', '', 'finished_at', '', 'error', '')
+return {1, n, job, id}
 """
 
 
@@ -121,7 +153,9 @@ def status_fields(event: Mapping[str, Any]) -> dict[str, str]:
     if status is None:
         return {}
     fields = {"status": status}
-    if status == "running":
+    if event.get("type") == "study_resumed":
+        fields["resumed_at"] = now_iso()
+    elif status == "running":
         fields["started_at"] = now_iso()
     elif status in TERMINAL_STATUSES:
         fields["finished_at"] = now_iso()
@@ -181,6 +215,8 @@ def study_view(record: Mapping[str, str], trials: Iterable[Mapping[str, Any]]) -
             "finished_at": record.get("finished_at") or None,
             "error": record.get("error") or None,
             "job_id": record.get("job_id") or None,
+            "resumes": int(record.get("resumes") or 0),
+            "resumed_at": record.get("resumed_at") or None,
             "summary_path": record.get("summary_path") or None,
             "spec": spec,
         }
@@ -342,6 +378,7 @@ class AsyncStudyStore:
         self.maxlen = maxlen
         self._create = client.register_script(_CREATE)
         self._append = client.register_script(_APPEND)
+        self._reopen = client.register_script(_REOPEN)
 
     async def ping(self) -> None:
         try:
@@ -429,6 +466,37 @@ class AsyncStudyStore:
                     *_flatten(changes),
                 ],
             )
+        )
+
+    async def reopen(self, study_id: str) -> tuple[int, str, str]:
+        """Reopen a failed or cancelled study for its next run.
+
+        Appends ``study_reopened`` (with ``resume`` = n, the new ``job_id``
+        and ``previous_status``) and sets the study ``pending`` under that job
+        id, atomically. Returns ``(n, job id, event id)``. Raises
+        :class:`NotFoundError` for an unknown study and :class:`ConflictError`
+        naming its status for one that is active or completed.
+        """
+        event = {
+            "type": "study_reopened",
+            "study_id": study_id,
+            "time": time.time(),
+            "at": now_iso(),
+        }
+        reply = await self._guard(
+            self._reopen(
+                keys=[self.keys.record(study_id), self.keys.events(study_id)],
+                args=[self.maxlen, dumps(event)],
+            )
+        )
+        if int(reply[0]) == 1:
+            return int(reply[1]), str(reply[2]), str(reply[3])
+        status = str(reply[1])
+        if not status:
+            raise NotFoundError(f"no study {study_id!r}")
+        raise ConflictError(
+            f"study {study_id!r} is {status}; only a "
+            f"{' or '.join(RESUMABLE_STATUSES)} study can be resumed"
         )
 
     async def update(self, study_id: str, fields: Mapping[str, str]) -> None:

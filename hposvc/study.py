@@ -35,6 +35,7 @@ from hposvc.events import (
     EventSink,
     StudyEventCallback,
     json_safe,
+    last_line,
     restore_sinks,
     trial_event_type,
 )
@@ -423,7 +424,7 @@ def trial_record(spec: StudySpec, result: Any, budget: int) -> dict[str, Any]:
     if status == "diverged":
         record["reason"] = metrics.get("reason")
     if result.error is not None:
-        record["error"] = _last_line(str(result.error))
+        record["error"] = last_line(str(result.error))
     return record
 
 
@@ -451,8 +452,3 @@ def _iso(timestamp: float) -> str:
 
 def _trial_id_from_path(path: str | None) -> str | None:
     return Path(path).name if path else None
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else text

@@ -135,3 +135,59 @@ def test_algorithms_and_datasets_list_ids_first(
     ids = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert ids == dataset_names()
     assert {"uci_energy", "uci_kin8nm", "uci_power"} <= set(ids)
+
+
+def test_resume_of_unknown_study_exits_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HPOSVC_API_URL", raising=False)
+
+    assert main(["resume", "nowhere", "--results-dir", str(tmp_path)]) == 2
+
+    error = capsys.readouterr().err
+    assert error == (
+        f"hposvc: error: no study 'nowhere' in {tmp_path.resolve()} "
+        "(no spec.json there)\n"
+    )
+
+
+def test_resume_continues_an_interrupted_study(
+    tmp_path: Path,
+    ray_session: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import os
+    import signal
+
+    from hposvc.spec import resolve_spec
+    from hposvc.study import run_study
+
+    def interrupt_after_first_trial(event: dict) -> None:
+        if event["type"] == "trial_completed":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    spec = resolve_spec(
+        {
+            "dataset": "uci_energy",
+            "algorithm": "random",
+            "samples": 2,
+            "max_concurrent_trials": 1,
+            "budget": {"hyperparameter_steps": 4, "weight_steps": 2},
+        }
+    )
+    run_study(
+        spec,
+        results_dir=tmp_path,
+        study_id="halted",
+        sinks=[interrupt_after_first_trial],
+    )
+    monkeypatch.delenv("HPOSVC_API_URL", raising=False)
+
+    code = main(["resume", "halted", "--results-dir", str(tmp_path), "--no-progress"])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "study halted: resuming 2 trials of random" in out
+    assert "trials: 2 completed" in out
+    assert f"summary: {tmp_path / 'halted' / 'summary.json'}" in out
