@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from hposvc.catalog import ALGORITHMS
-from hposvc.errors import HposvcError, NotFoundError
+from hposvc.errors import HposvcError, NotFoundError, StudyInterrupted
 from hposvc.service_cli import (
     SERVICE_COMMANDS,
     add_api_argument,
@@ -302,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in SERVICE_COMMANDS:
             return run_service_command(args, console)
         return list_datasets()
+    except StudyInterrupted as error:
+        print(f"hposvc: {error}", file=sys.stderr)
+        return 130
     except HposvcError as error:
         message = "; ".join(str(error).splitlines())
         print(f"hposvc: error: {message}", file=sys.stderr)

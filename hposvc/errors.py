@@ -17,6 +17,7 @@ __all__ = [
     "NotFoundError",
     "RequestTooLargeError",
     "SpecError",
+    "StudyInterrupted",
     "UnavailableError",
 ]
 
@@ -65,3 +66,7 @@ class CapacityError(HposvcError, RuntimeError):
 
 class RequestTooLargeError(HposvcError, ValueError):
     """A request body is larger than the service accepts."""
+
+
+class StudyInterrupted(HposvcError, RuntimeError):
+    """A study stopped before its trials ended (SIGINT); it can be resumed."""

@@ -30,7 +30,7 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from hposvc.errors import SpecError
+from hposvc.errors import SpecError, StudyInterrupted
 from hposvc.events import (
     EventSink,
     StudyEventCallback,
@@ -208,15 +208,27 @@ def run_study(
         except Exception as error:
             callback.emit("study_failed", error=str(error))
             raise
+    stop_reason = searcher_stop_reason(searcher)
     summary = summarise(
         spec,
         study_id,
         grid,
         started=started,
         finished=time.time(),
-        stop_reason=searcher_stop_reason(searcher),
+        stop_reason=stop_reason,
     )
     directory.mkdir(parents=True, exist_ok=True)
+    unfinished = _unfinished_trials(spec, grid, stop_reason)
+    if unfinished:
+        # Tune returns normally from fit() after SIGINT, with its state saved.
+        message = (
+            f"study {study_id} interrupted with {unfinished} of {spec.samples} "
+            f"trials unfinished; continue it with `hposvc resume {study_id}`"
+        )
+        summary["status"] = "interrupted"
+        write_json_atomically(directory / SUMMARY_FILE, summary)
+        callback.emit("study_failed", error=message, interrupted=True)
+        raise StudyInterrupted(message)
     write_json_atomically(directory / SUMMARY_FILE, summary)
     callback.emit(
         "study_completed",
@@ -224,6 +236,18 @@ def run_study(
         best_trial=summary["best_trial"],
     )
     return StudyResult(study_id=study_id, directory=directory, summary=summary)
+
+
+def _unfinished_trials(
+    spec: StudySpec, grid: tune.ResultGrid, stop_reason: str | None
+) -> int:
+    """Trials that neither ended nor errored, plus those never started.
+
+    A searcher that stopped early (``stop_reason``) leaves no trial owed.
+    """
+    ended = grid.num_terminated + grid.num_errors
+    owed = len(grid) if stop_reason else max(len(grid), spec.samples)
+    return owed - ended
 
 
 def _trainable(spec: StudySpec) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from hposvc.errors import StudyInterrupted
 from hposvc.spec import resolve_spec
 from hposvc.study import SPEC_FILE, run_study
 
@@ -48,8 +49,14 @@ def test_run_study_resume_keeps_completed_trial_and_finishes_the_rest(
 ) -> None:
     spec = resolve_spec(SPEC)
     first = _Events(interrupt=True)
-    run_study(spec, results_dir=tmp_path, study_id="interrupted", sinks=[first])
+    with pytest.raises(StudyInterrupted, match="2 of 3 trials unfinished"):
+        run_study(spec, results_dir=tmp_path, study_id="interrupted", sinks=[first])
     (done,) = first.of_type("trial_completed")
+    (failed,) = first.of_type("study_failed")
+    assert failed["interrupted"] is True
+    assert not first.of_type("study_completed")
+    partial = json.loads((tmp_path / "interrupted" / "summary.json").read_text())
+    assert partial["status"] == "interrupted"
     assert json.loads((tmp_path / "interrupted" / SPEC_FILE).read_text()) == (
         spec.model_dump(mode="json")
     )

@@ -176,12 +176,15 @@ def test_resume_continues_an_interrupted_study(
             "budget": {"hyperparameter_steps": 4, "weight_steps": 2},
         }
     )
-    run_study(
-        spec,
-        results_dir=tmp_path,
-        study_id="halted",
-        sinks=[interrupt_after_first_trial],
-    )
+    from hposvc.errors import StudyInterrupted
+
+    with pytest.raises(StudyInterrupted):
+        run_study(
+            spec,
+            results_dir=tmp_path,
+            study_id="halted",
+            sinks=[interrupt_after_first_trial],
+        )
     monkeypatch.delenv("HPOSVC_API_URL", raising=False)
 
     code = main(["resume", "halted", "--results-dir", str(tmp_path), "--no-progress"])
