@@ -349,6 +349,15 @@ class StudySpec(_Strict):
         """
         return self.searcher != "grid_seeded" or self.scheduler != "fifo"
 
+    @field_validator("name")
+    @classmethod
+    def _name_without_double_hyphen(cls, value: str | None) -> str | None:
+        if value is not None and "--" in value:
+            raise ValueError(
+                "'--' is reserved (a resumed study's Ray job is <name>--resume-<n>)"
+            )
+        return value
+
     @field_validator("algorithm")
     @classmethod
     def _known_algorithm(cls, value: str) -> str:

@@ -83,6 +83,10 @@ def test_resolve_spec_user_values_override_configs() -> None:
             {"name": "a/b"},
             "name = 'a/b': String should match pattern",
         ),
+        (
+            {"name": "a--resume-1"},
+            "name = 'a--resume-1': '--' is reserved",
+        ),
     ],
     ids=[
         "unknown-top",
@@ -96,6 +100,7 @@ def test_resolve_spec_user_values_override_configs() -> None:
         "negative-cpu",
         "negative-gpu",
         "name-with-slash",
+        "name-with-double-hyphen",
     ],
 )
 def test_resolve_spec_refuses_bad_values(fields: dict[str, Any], message: str) -> None:
