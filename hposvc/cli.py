@@ -219,6 +219,10 @@ def print_outcome(console: Console, summary: dict[str, Any]) -> None:
             f"search stopped after {aggregate['trials']} of "
             f"{summary['spec']['samples']} trials: {stopped_early}"
         )
+    for trial in summary["trials"]:
+        if trial["status"] in ("failed", "diverged"):
+            why = trial.get("error") or trial.get("reason") or "no reason recorded"
+            console.print(f"trial {trial['index']} {trial['status']}: {why}")
     best = summary["best_trial"]
     if best is not None:
         console.print(

@@ -120,7 +120,7 @@ def final_table(summary: Mapping[str, Any]) -> Table:
         table.add_column(column, justify="right", no_wrap=True)
     best = (summary.get("best_trial") or {}).get("index")
     for trial in summary["trials"]:
-        initial, final = trial["initial"], trial["final"]
+        initial, final = trial["initial"] or {}, trial["final"]
         table.add_row(
             f"{trial['index']}{' *' if trial['index'] == best else ''}",
             trial["status"],

@@ -55,6 +55,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+#: Environment variables holding paths that trial processes read.
+PATH_VARIABLES = ("HPOSVC_DATA_DIR", "HPOSVC_RESULTS_DIR", "HPOSVC_CONFIG_DIR")
 #: The spec, written when a study starts, so it can be resumed by id alone.
 SPEC_FILE = "spec.json"
 CHECKPOINT_EVERY = 25
@@ -113,6 +115,11 @@ def local_ray(
     else:
         cpus = num_cpus or os.cpu_count() or 1
         logger.info("starting a local Ray with %d CPUs", cpus)
+        # Trial processes inherit this environment but not this working
+        # directory: a relative data directory must be made absolute first.
+        for variable in PATH_VARIABLES:
+            if os.environ.get(variable):
+                os.environ[variable] = str(Path(os.environ[variable]).resolve())
         ray.init(
             # "local" starts a new Ray even when a `ray start` cluster runs here.
             address="local",
@@ -415,15 +422,19 @@ def trial_record(spec: StudySpec, result: Any, budget: int) -> dict[str, Any]:
     from trainables.trial import initial_hyperparameters
 
     metrics = result.metrics or {}
-    index = int(result.config["trial_index"])
+    # A trial that failed in setup may come back without its config.
+    config = result.config or {}
+    index = _trial_index(config, metrics, result.path)
     # PBT rewrites a trial's config at each exploit; it started from its seed.
     exploited = spec.scheduler == "pbt" and spec.searcher == "grid_seeded"
-    initial = initial_hyperparameters(
-        spec, index, None if exploited else result.config
-    ).as_dict()
-    initial["momentum"] = min(
-        max(initial["momentum"], MOMENTUM_EPSILON), 1 - MOMENTUM_EPSILON
-    )
+    initial: dict[str, float] | None = None
+    if config or spec.searcher == "grid_seeded":
+        initial = initial_hyperparameters(
+            spec, index, None if exploited else config
+        ).as_dict()
+        initial["momentum"] = min(
+            max(initial["momentum"], MOMENTUM_EPSILON), 1 - MOMENTUM_EPSILON
+        )
     if result.error is not None:
         status = "failed"
     else:
@@ -472,6 +483,15 @@ def _count_by_status(trials: list[dict[str, Any]]) -> dict[str, int]:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _trial_index(config: dict[str, Any], metrics: dict[str, Any], path: Any) -> int:
+    if "trial_index" in config:
+        return int(config["trial_index"])
+    if "trial_index" in metrics:
+        return int(metrics["trial_index"])
+    # Trial directories are named trial_<index> (see _trial_name).
+    return int(Path(str(path)).name.removeprefix("trial_"))
 
 
 def _trial_id_from_path(path: str | None) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,11 @@ import pytest
 from hposvc.cli import main
 
 
-def run_cli(*args: str, env_data: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env_data: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in ``cwd`` with the data directory given relative to it,
+    as the README's first command does (trial processes have other cwds)."""
     env = {
-        "HPOSVC_DATA_DIR": str(env_data),
+        "HPOSVC_DATA_DIR": os.path.relpath(env_data, cwd),
         "PATH": "/usr/bin:/bin",
         "HOME": str(Path.home()),
         "RAY_USAGE_STATS_ENABLED": "0",
@@ -24,6 +27,7 @@ def run_cli(*args: str, env_data: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
         timeout=300,
         check=False,
     )
@@ -45,6 +49,7 @@ def test_submit_energy_writes_summary(shared_data: Path, tmp_path: Path) -> None
         "--results-dir",
         str(tmp_path),
         env_data=shared_data,
+        cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stderr
