@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 from hposvc.errors import NotFoundError, UnavailableError
-from hposvc.settings import ServiceSettings
+from hposvc.settings import QUIET_RAY, ServiceSettings
 from hposvc.study import default_results_dir
 
 __all__ = ["JOB_TERMINAL", "RayJobs"]
@@ -27,14 +27,6 @@ __all__ = ["JOB_TERMINAL", "RayJobs"]
 logger = logging.getLogger(__name__)
 
 JOB_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-
-#: Passed to every study's job so Ray's chatter stays out of its logs.
-_QUIET_RAY = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    "RAY_AIR_NEW_OUTPUT": "0",
-}
 
 
 class RayJobs:
@@ -147,7 +139,7 @@ class RayJobs:
 
     def job_environment(self) -> dict[str, str]:
         settings = self.settings
-        env = dict(_QUIET_RAY)
+        env = dict(QUIET_RAY)  # Ray's chatter stays out of the job's logs
         env["REDIS_URL"] = str(settings.redis_url)
         env["HPOSVC_KEY_PREFIX"] = settings.key_prefix
         env["HPOSVC_STREAM_MAXLEN"] = str(settings.stream_maxlen)

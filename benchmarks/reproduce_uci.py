@@ -21,6 +21,7 @@ from pathlib import Path
 
 import ray
 
+from hposvc.settings import QUIET_RAY
 from hposvc.spec import resolve_spec
 from hposvc.study import run_study
 
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count())
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    for key, value in QUIET_RAY.items():
+        os.environ.setdefault(key, value)
     results_dir = args.results_dir or Path(tempfile.mkdtemp(prefix="hposvc-repro-"))
 
     ray.init(

@@ -40,16 +40,6 @@ __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
-#: Ray's own chatter that says nothing to an hposvc user.
-_QUIET_RAY = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    "RAY_DEDUP_LOGS": "1",
-    # The legacy reporter honours RunConfig(verbose=0); the new one does not.
-    "RAY_AIR_NEW_OUTPUT": "0",
-}
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -292,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    for key, value in _QUIET_RAY.items():
+    from hposvc.settings import QUIET_RAY
+
+    for key, value in QUIET_RAY.items():
         os.environ.setdefault(key, value)
     # Piped output gets room for the final table instead of rich's 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 132)

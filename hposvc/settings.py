@@ -15,7 +15,18 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServiceSettings", "is_loopback"]
+__all__ = ["QUIET_RAY", "ServiceSettings", "is_loopback"]
+
+#: Ray's own chatter that says nothing to an hposvc user; entry points (the
+#: CLI, each study's Ray Job) set these before Ray starts.
+QUIET_RAY = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_DEDUP_LOGS": "1",
+    # The legacy reporter honours RunConfig(verbose=0); the new one does not.
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
 
 
 class ServiceSettings(BaseSettings):
