@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hposvc.spec import resolve_spec
-from hposvc.study import trial_record
+from hposvc.summary import trial_record
 
 
 @dataclass
