@@ -2,7 +2,7 @@
 
 Runs one study per algorithm on one data set with the same seed and sample
 count (so trial k of every study starts from the same hyperparameters and
-weights) and prints the mean, median and best final test MSE in the target's
+weights) and prints the mean, median and lowest final test MSE in the target's
 original units, next to Clarke et al. (2022), Table 1, where 200
 initialisations on UCI energy gave about 21 for random and 2.5 for ours_lr.
 
@@ -70,7 +70,7 @@ def main() -> None:
         "final test MSE in original units"
     )
     print(
-        f"{'algorithm':<22}{'mean':>10}{'median':>10}{'best':>10}"
+        f"{'algorithm':<22}{'mean':>10}{'median':>10}{'lowest':>10}"
         f"{'finite':>8}{'wall s':>9}"
     )
     for algorithm, losses, total, summary in rows:
