@@ -140,17 +140,7 @@ class TrialAlgorithm:
     def weight_steps(self, count: int, hyperparameters: SGDHyperparameters) -> None:
         """``count`` plain SGD steps; nothing is kept for differentiation."""
         for _ in range(count):
-            x, y = self.problem.batch()
-            # Plain autograd: per call it costs about half of torch.func.grad.
-            weights = {n: w.detach().requires_grad_() for n, w in self.params.items()}
-            loss = self.problem.loss(weights, x, y)
-            gradients = dict(
-                zip(
-                    weights,
-                    torch.autograd.grad(loss, list(weights.values())),
-                    strict=True,
-                )
-            )
+            gradients = self.problem.gradient(self.params, *self.problem.batch())
             with torch.no_grad():
                 self.params, self.buffers = sgd_step(
                     self.params, gradients, self.buffers, hyperparameters

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from hposvc.hypergrad import Params, SGDHyperparameters, sgd_step
+from hposvc.hypergrad import SGDHyperparameters, sgd_step
 from hposvc.hypergrad.baydin import hypergradient_descent_lr, lr_hypergradient
 from trainables.algorithms.base import TrialAlgorithm
 
@@ -33,7 +33,7 @@ class HypergradientDescent(TrialAlgorithm):
     def _weight_step_with_lr_update(self) -> None:
         _, weight_decay, momentum = self.natural_hyperparameters()
         lr = torch.pow(10.0, self.raw["log10_lr"].detach())
-        gradients = self._training_gradients()
+        gradients = self.problem.gradient(self.params, *self.problem.batch())
 
         # The buffer b_t is the direction of the step that led to these weights.
         with torch.no_grad():
@@ -60,10 +60,3 @@ class HypergradientDescent(TrialAlgorithm):
                 self.buffers,
                 SGDHyperparameters(lr, weight_decay, momentum),
             )
-
-    def _training_gradients(self) -> Params:
-        x, y = self.problem.batch()
-        weights = {name: w.detach().requires_grad_() for name, w in self.params.items()}
-        loss = self.problem.loss(weights, x, y)
-        gradients = torch.autograd.grad(loss, list(weights.values()))
-        return dict(zip(weights, gradients, strict=True))
