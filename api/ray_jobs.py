@@ -16,6 +16,7 @@ import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from hposvc.errors import NotFoundError, UnavailableError
@@ -143,17 +144,17 @@ class RayJobs:
         env["REDIS_URL"] = str(settings.redis_url)
         env["HPOSVC_KEY_PREFIX"] = settings.key_prefix
         env["HPOSVC_STREAM_MAXLEN"] = str(settings.stream_maxlen)
+        # A job's working directory is Ray's, not the API's: paths go absolute.
         for name, path in (
             ("HPOSVC_DATA_DIR", settings.data_dir),
             ("HPOSVC_RESULTS_DIR", settings.results_dir),
+            ("HPOSVC_CONFIG_DIR", None),
         ):
             value = str(path) if path else os.environ.get(name)
             if value:
-                env[name] = value
-        # A job's working directory is Ray's; its results go where the API's would.
+                env[name] = str(Path(value).resolve())
+        # Its results go where the API's own would.
         env.setdefault("HPOSVC_RESULTS_DIR", str(default_results_dir()))
-        if os.environ.get("HPOSVC_CONFIG_DIR"):
-            env["HPOSVC_CONFIG_DIR"] = os.environ["HPOSVC_CONFIG_DIR"]
         return env
 
     def status(self, job_id: str) -> str:
