@@ -29,6 +29,8 @@ __all__ = ["StreamRegistry", "parse_last_event_id"]
 logger = logging.getLogger(__name__)
 
 STREAM_CLIENT_NAME = "hposvc-stream"
+#: Extra seconds a blocked XREAD may take to answer before Redis counts as lost.
+STREAM_READ_MARGIN_S = 10.0
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
@@ -68,6 +70,9 @@ class StreamRegistry:
             decode_responses=True,
             client_name=STREAM_CLIENT_NAME,
             single_connection_client=True,
+            # XREAD blocks for up to a heartbeat; redis-py's default read
+            # timeout (5 s) would cut an idle stream short.
+            socket_timeout=self.heartbeat + STREAM_READ_MARGIN_S,
         )
         key = self.keys.events(study_id)
         block_ms = max(1, int(self.heartbeat * 1000))
