@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from hposvc.catalog import ALGORITHMS
-from hposvc.errors import HposvcError, NotFoundError, StudyInterrupted
+from hposvc.errors import HposvcError, NotFoundError, StudyFailed, StudyInterrupted
 from hposvc.service_cli import (
     SERVICE_COMMANDS,
     add_api_argument,
@@ -301,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyInterrupted as error:
         print(f"hposvc: {error}", file=sys.stderr)
         return 130
+    except StudyFailed as error:
+        print(f"hposvc: {error}", file=sys.stderr)
+        return 1
     except HposvcError as error:
         message = "; ".join(str(error).splitlines())
         print(f"hposvc: error: {message}", file=sys.stderr)

@@ -17,6 +17,7 @@ __all__ = [
     "NotFoundError",
     "RequestTooLargeError",
     "SpecError",
+    "StudyFailed",
     "StudyInterrupted",
     "UnavailableError",
 ]
@@ -70,3 +71,7 @@ class RequestTooLargeError(HposvcError, ValueError):
 
 class StudyInterrupted(HposvcError, RuntimeError):
     """A study stopped before its trials ended (SIGINT); it can be resumed."""
+
+
+class StudyFailed(HposvcError, RuntimeError):
+    """Every trial of a study failed; the message carries the first error."""

@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -153,7 +154,7 @@ class StudyEventCallback(tune.Callback):
     def on_trial_error(
         self, iteration: int, trials: list, trial: Any, **info: Any
     ) -> None:
-        error = getattr(trial, "error_message", None) or "trial raised an error"
+        error = _trial_error(trial)
         self.emit("trial_failed", **_identity(trial), error=last_line(str(error)))
 
 
@@ -165,6 +166,22 @@ def restore_sinks(study_id: str, sinks: Iterable[EventSink]) -> Iterator[None]:
         yield
     finally:
         del _RESTORE_SINKS[study_id]
+
+
+def _trial_error(trial: Any) -> str:
+    """The trial's error as Tune wrote it to the trial's local error file.
+
+    ``Trial.get_error`` reads the copy in storage, which Tune syncs only later,
+    so at ``on_trial_error`` time the local file is the one that exists.
+    """
+    try:
+        path = trial.error_file
+        if path:
+            return Path(path).read_text()
+        error = trial.get_error()
+    except Exception:  # an unreadable error file must not break the event
+        error = None
+    return str(error) if error is not None else "trial raised an error"
 
 
 def _identity(trial: Any) -> dict[str, Any]:

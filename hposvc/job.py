@@ -47,11 +47,12 @@ def run_job(study_id: str, settings: ServiceSettings, *, resume: bool = False) -
     )
     sink = RedisEventSink(store, study_id)
     spec = StudySpec.model_validate(store.spec(study_id))
+    summary_first = _SummaryFirst(store, study_id, sink)
     try:
         run_study(
             spec,
             study_id=study_id,
-            sinks=[_SummaryFirst(store, study_id, sink)],
+            sinks=[summary_first],
             address="auto",
             results_dir=settings.results_dir,
             log_to_driver=False,
@@ -59,7 +60,9 @@ def run_job(study_id: str, settings: ServiceSettings, *, resume: bool = False) -
         )
     except Exception as error:
         logger.exception("study %s failed", study_id)
-        # run_study reports failures of the Tuner itself; this covers the rest.
+        if summary_first.final_event_sent:
+            return 1
+        # run_study reports the failures it sees; this covers the rest.
         failed = {"type": "study_failed", "study_id": study_id, "time": time.time()}
         sink(failed | {"error": f"{type(error).__name__}: {error}"})
         return 1
@@ -69,15 +72,17 @@ def run_job(study_id: str, settings: ServiceSettings, *, resume: bool = False) -
 class _SummaryFirst:
     """Stores the summary's trial records before the study's final event.
 
-    A client that sees ``study_completed`` and then asks for the trials gets
-    the summary's records, never a mix.
+    A client that sees ``study_completed`` (or ``study_failed``) and then asks
+    for the trials gets the summary's records, never a mix.
     """
 
     def __init__(self, store: StudyStore, study_id: str, sink: RedisEventSink):
         self.store, self.study_id, self.sink = store, study_id, sink
+        self.final_event_sent = False
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "study_completed" and event.get("summary_path"):
+        final = event.get("type") in ("study_completed", "study_failed")
+        if final and event.get("summary_path"):
             summary = json.loads(Path(event["summary_path"]).read_text())
             for record in summary["trials"]:
                 self.store.put_trial(self.study_id, record)
@@ -89,6 +94,7 @@ class _SummaryFirst:
                 },
             )
         self.sink(event)
+        self.final_event_sent = self.final_event_sent or final
 
 
 def main(argv: Sequence[str] | None = None) -> int:

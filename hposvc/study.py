@@ -27,7 +27,7 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from hposvc.errors import SpecError, StudyInterrupted
+from hposvc.errors import SpecError, StudyFailed, StudyInterrupted
 from hposvc.events import EventSink, StudyEventCallback, restore_sinks
 from hposvc.search import build_scheduler, build_searcher, searcher_stop_reason
 from hposvc.spec import StudySpec
@@ -224,8 +224,25 @@ def run_study(
         )
         summary["status"] = "interrupted"
         write_json_atomically(directory / SUMMARY_FILE, summary)
-        callback.emit("study_failed", error=message, interrupted=True)
+        callback.emit(
+            "study_failed",
+            error=message,
+            interrupted=True,
+            summary_path=str(directory / SUMMARY_FILE),
+        )
         raise StudyInterrupted(message)
+    if len(grid) and grid.num_errors == len(grid):
+        first = next(t for t in summary["trials"] if t.get("error"))
+        message = (
+            f"study {study_id} failed: all {len(grid)} trials failed; trial "
+            f"{first['index']}: {first['error']}"
+        )
+        summary["status"] = "failed"
+        write_json_atomically(directory / SUMMARY_FILE, summary)
+        callback.emit(
+            "study_failed", error=message, summary_path=str(directory / SUMMARY_FILE)
+        )
+        raise StudyFailed(message)
     write_json_atomically(directory / SUMMARY_FILE, summary)
     callback.emit(
         "study_completed",

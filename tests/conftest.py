@@ -17,6 +17,10 @@ for _key, _value in {
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
+    # Downloads go to a closed loopback port: tests never reach the internet,
+    # and a data set missing from ../shared/data fails at once.
+    "HPOSVC_UCI_DATA_URL": "http://127.0.0.1:9/{source_name}/data.txt",
+    "HPOSVC_UCI_PERMUTATION_URL": "http://127.0.0.1:9/{title}/permutation_indices.txt",
 }.items():
     os.environ.setdefault(_key, _value)
 
