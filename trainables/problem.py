@@ -15,6 +15,7 @@ from torch.func import functional_call
 
 from hposvc.data import Dataset
 from hposvc.hypergrad import Params
+from hposvc.hypergrad.autodiff import gradient
 
 __all__ = ["Problem"]
 
@@ -79,15 +80,8 @@ class Problem:
         return self.loss(params, self.dataset.validation_x, self.dataset.validation_y)
 
     def gradient(self, params: Params, x: Tensor, y: Tensor) -> Params:
-        """Gradient of the loss on ``(x, y)``, detached.
-
-        Plain autograd: for these small networks one call costs about half of
-        ``torch.func.grad``, and no graph outlives it.
-        """
-        weights = {name: w.detach().requires_grad_() for name, w in params.items()}
-        loss = self.loss(weights, x, y)
-        gradients = torch.autograd.grad(loss, list(weights.values()))
-        return dict(zip(weights, gradients, strict=True))
+        """Gradient of the loss on ``(x, y)``, detached; no graph outlives it."""
+        return gradient(self.loss, params, x, y)[0]
 
     def validation_gradient(self, params: Params) -> Params:
         """Gradient of the full validation loss, detached."""

@@ -26,6 +26,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from hposvc.hypergrad.autodiff import (
+    gradient,
+    requiring_grad,
+    vector_jacobian_product,
+)
 from hposvc.hypergrad.hyperparameters import RawHyperparameters, constrain
 from hposvc.hypergrad.sgd import Params, sgd_update
 
@@ -66,37 +71,40 @@ def linearised_sgd_step(
     The two Jacobians are linearised separately: ∂u/∂w at fixed λ (its VJP
     differentiates through the loss gradient, a Hessian–vector product) and
     ∂u/∂λ at fixed w, where the loss gradient is a constant. Splitting them
-    keeps the Neumann terms from paying for λ-cotangents they do not use.
+    keeps the Neumann terms from paying for λ-cotangents they do not use. Both
+    are products with the same pure :func:`sgd_update`, taken by plain
+    autograd (see :mod:`hposvc.hypergrad.autodiff` for why).
     """
     with torch.no_grad():
         fixed_hyperparameters = constrain(raw)
-    loss_gradient = torch.func.grad_and_value(loss_fn)
 
-    def update_of_weights(weights: Params) -> tuple[Params, tuple[Any, ...]]:
-        gradients, loss = loss_gradient(weights, *batch)
+    # u(w) at fixed λ, with the loss gradient itself differentiable in w.
+    weights = requiring_grad(params)
+    gradients, loss = gradient(loss_fn, weights, *batch, create_graph=True)
+    with torch.enable_grad():
         update, new_buffers = sgd_update(
             weights, gradients, buffers, fixed_hyperparameters
         )
-        return update, (gradients, new_buffers, loss)
+    weight_vjp = vector_jacobian_product(update, weights)
 
-    # torch.func.vjp's stub does not know that has_aux adds a third output.
-    with_aux: tuple[Any, ...] = torch.func.vjp(update_of_weights, params, has_aux=True)
-    update, weight_vjp, (gradients, new_buffers, loss) = with_aux
-    gradients = {name: g.detach() for name, g in gradients.items()}
+    # u(λ) at fixed w: the gradient enters as a constant.
+    start = {name: w.detach() for name, w in params.items()}
+    constant_gradients = {name: g.detach() for name, g in gradients.items()}
+    hyperparameters = requiring_grad(raw)
+    with torch.enable_grad():
+        update_of_hyperparameters, _ = sgd_update(
+            start, constant_gradients, buffers, constrain(hyperparameters)
+        )
+    hyperparameter_vjp = vector_jacobian_product(
+        update_of_hyperparameters, hyperparameters
+    )
 
-    def update_of_hyperparameters(hyper: RawHyperparameters) -> Params:
-        return sgd_update(params, gradients, buffers, constrain(hyper))[0]
-
-    without_aux: tuple[Any, ...] = torch.func.vjp(update_of_hyperparameters, raw)
-    hyperparameter_vjp = without_aux[1]
-    with torch.no_grad():
-        new_params = {name: w - update[name] for name, w in params.items()}
     return LinearisedStep(
-        params=new_params,
+        params={name: w - update[name].detach() for name, w in start.items()},
         buffers={name: b.detach() for name, b in new_buffers.items()},
         loss=loss.detach(),
-        weight_vjp=lambda vector: weight_vjp(vector)[0],
-        hyperparameter_vjp=lambda vector: hyperparameter_vjp(vector)[0],
+        weight_vjp=weight_vjp,
+        hyperparameter_vjp=hyperparameter_vjp,
     )
 
 

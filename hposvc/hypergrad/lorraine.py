@@ -32,6 +32,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hposvc.hypergrad.autodiff import (
+    gradient,
+    requiring_grad,
+    vector_jacobian_product,
+)
 from hposvc.hypergrad.hyperparameters import RawHyperparameters, constrain
 from hposvc.hypergrad.implicit import neumann_hypergradient
 from hposvc.hypergrad.sgd import Params
@@ -63,11 +68,9 @@ def lorraine_hypergradient(
     Returns:
         ``{"log10_weight_decay": dL_V/d log10 weight_decay}``.
     """
-    weights = {name: w.detach() for name, w in params.items()}
     with torch.no_grad():
         natural = constrain(raw)
     step_size, weight_decay = natural.lr, natural.weight_decay
-    training_gradient = torch.func.grad(loss_fn)
 
     def scaled_regularised_gradient(
         w: Mapping[str, Tensor], decay: Tensor, gradients: Mapping[str, Tensor]
@@ -79,30 +82,26 @@ def lorraine_hypergradient(
 
     # ∂(αf)/∂w at fixed λ: each vector–Jacobian product is an α-scaled
     # Hessian–vector product of the regularised training loss.
-    def of_weights(w: Params) -> tuple[Params, Params]:
-        gradients = training_gradient(w, *batch)
-        return scaled_regularised_gradient(w, weight_decay, gradients), gradients
-
-    # (torch's annotation of vjp omits the auxiliary output.)
-    linearised: Any = torch.func.vjp(of_weights, weights, has_aux=True)
-    _, weight_vjp, gradients = linearised
+    weights = requiring_grad(params)
+    gradients, _ = gradient(loss_fn, weights, *batch, create_graph=True)
+    with torch.enable_grad():
+        of_weights = scaled_regularised_gradient(weights, weight_decay, gradients)
+    weight_vjp = vector_jacobian_product(of_weights, weights)
 
     # ∂(αf)/∂λ at fixed w: only the weight-decay term depends on λ.
-    fixed_gradients = {name: g.detach() for name, g in gradients.items()}
-    hyperparameter_vjp = torch.func.vjp(
-        lambda log10_weight_decay: scaled_regularised_gradient(
-            weights, torch.pow(10.0, log10_weight_decay), fixed_gradients
-        ),
-        raw["log10_weight_decay"].detach(),
-    )[1]
+    start = {name: w.detach() for name, w in params.items()}
+    constant_gradients = {name: g.detach() for name, g in gradients.items()}
+    decay = requiring_grad({"log10_weight_decay": raw["log10_weight_decay"]})
+    with torch.enable_grad():
+        of_decay = scaled_regularised_gradient(
+            start, torch.pow(10.0, decay["log10_weight_decay"]), constant_gradients
+        )
+    decay_vjp = vector_jacobian_product(of_decay, decay)
 
     hypergradient = neumann_hypergradient(
-        lambda vector: weight_vjp(vector)[0],
-        lambda vector: hyperparameter_vjp(vector)[0],
-        validation_gradient,
-        neumann_terms,
+        weight_vjp, decay_vjp, validation_gradient, neumann_terms
     )
-    return {"log10_weight_decay": hypergradient.detach()}
+    return {"log10_weight_decay": hypergradient["log10_weight_decay"].detach()}
 
 
 def _step_for(step_size: Any, name: str) -> Tensor:
