@@ -19,11 +19,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import ray
-
 from hposvc.settings import QUIET_RAY
 from hposvc.spec import resolve_spec
-from hposvc.study import run_study
+from hposvc.study import local_ray, run_study
 
 
 def main() -> None:
@@ -40,30 +38,24 @@ def main() -> None:
         os.environ.setdefault(key, value)
     results_dir = args.results_dir or Path(tempfile.mkdtemp(prefix="hposvc-repro-"))
 
-    ray.init(
-        address="local",
-        num_cpus=args.num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
     rows = []
-    for algorithm in args.algorithms:
-        spec = resolve_spec(
-            {
-                "dataset": args.dataset,
-                "algorithm": algorithm,
-                "samples": args.samples,
-                "seed": args.seed,
-            }
-        )
-        summary = run_study(spec, results_dir=results_dir).summary
-        losses = [
-            t["final_test_loss"]
-            for t in summary["trials"]
-            if t["final_test_loss"] is not None
-        ]
-        rows.append((algorithm, losses, len(summary["trials"]), summary))
-    ray.shutdown()
+    with local_ray(num_cpus=args.num_cpus, log_to_driver=False):
+        for algorithm in args.algorithms:
+            spec = resolve_spec(
+                {
+                    "dataset": args.dataset,
+                    "algorithm": algorithm,
+                    "samples": args.samples,
+                    "seed": args.seed,
+                }
+            )
+            summary = run_study(spec, results_dir=results_dir).summary
+            losses = [
+                t["final_test_loss"]
+                for t in summary["trials"]
+                if t["final_test_loss"] is not None
+            ]
+            rows.append((algorithm, losses, len(summary["trials"]), summary))
 
     print(
         f"{args.dataset}, seed {args.seed}, {args.samples} samples; "

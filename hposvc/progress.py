@@ -45,6 +45,9 @@ class LiveProgress:
     def __exit__(self, *exc_info: Any) -> None:
         self._live.update(self._render())
         self._live.__exit__(*exc_info)
+        if not self.console.is_terminal:
+            # Off a terminal rich leaves the last line of the table open.
+            self.console.line()
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         trial_id = event.get("trial_id")

@@ -27,7 +27,8 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from hposvc.errors import SpecError, StudyFailed, StudyInterrupted
+from hposvc.data import load_dataset
+from hposvc.errors import HposvcError, SpecError, StudyFailed, StudyInterrupted
 from hposvc.events import EventSink, StudyEventCallback, restore_sinks
 from hposvc.search import build_scheduler, build_searcher, searcher_stop_reason
 from hposvc.spec import StudySpec
@@ -173,6 +174,7 @@ def run_study(
     started = time.time()
     with local_ray(address, num_cpus=num_cpus, log_to_driver=log_to_driver):
         check_resources(spec, ray.cluster_resources())
+        _check_data(spec, callback)
         searcher = None
         if resume and tune.Tuner.can_restore(str(directory)):
             callback.emit("study_resumed", spec=spec.model_dump(mode="json"))
@@ -250,6 +252,19 @@ def run_study(
         best_trial=summary["best_trial"],
     )
     return StudyResult(study_id=study_id, directory=directory, summary=summary)
+
+
+def _check_data(spec: StudySpec, callback: StudyEventCallback) -> None:
+    """Load (or download) the data set here, once, before any trial starts.
+
+    A missing data set then ends the study with one clear error instead of
+    every trial failing with a traceback of its own.
+    """
+    try:
+        load_dataset(spec.dataset, seed=spec.seed)
+    except HposvcError as error:
+        callback.emit("study_failed", error=f"{type(error).__name__}: {error}")
+        raise
 
 
 def _unfinished_trials(

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hposvc.errors import StudyFailed
+from hposvc.errors import DataError, StudyFailed
 from hposvc.spec import resolve_spec
 from hposvc.study import run_study
 
 
 def test_study_with_every_trial_failed_is_failed(
-    tmp_path: Path, shared_data: Path, ray_session: None
+    tmp_path: Path,
+    shared_data: Path,
+    ray_session: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # uci_boston is not in ../shared/data, and its download goes to a closed
+    # The driver finds uci_boston in a data directory of its own, so the
+    # study starts; the trial processes, started with the session's Ray, read
+    # ../shared/data, where it is absent and its download goes to a closed
     # loopback port (tests/conftest.py): every trial fails in setup.
+    driver_data = tmp_path / "driver-data"
+    (driver_data / "uci" / "boston").mkdir(parents=True)
+    shutil.copy(
+        shared_data / "uci" / "energy" / "data.txt",
+        driver_data / "uci" / "boston" / "data.txt",
+    )
+    monkeypatch.setenv("HPOSVC_DATA_DIR", str(driver_data))
     spec = resolve_spec(
         {
             "dataset": "uci_boston",
@@ -42,3 +55,24 @@ def test_study_with_every_trial_failed_is_failed(
     summary = json.loads((tmp_path / "broken" / "summary.json").read_text())
     assert summary["status"] == "failed"
     assert {trial["status"] for trial in summary["trials"]} == {"failed"}
+
+
+def test_study_whose_data_cannot_load_fails_before_any_trial(
+    tmp_path: Path, shared_data: Path, ray_session: None
+) -> None:
+    spec = resolve_spec(
+        {
+            "dataset": "uci_boston",
+            "algorithm": "random",
+            "samples": 2,
+            "budget": {"hyperparameter_steps": 2, "weight_steps": 2},
+        }
+    )
+    events: list[dict[str, Any]] = []
+
+    with pytest.raises(DataError, match=r"boston/data\.txt is missing"):
+        run_study(spec, results_dir=tmp_path, study_id="no-data", sinks=[events.append])
+
+    assert [event["type"] for event in events] == ["study_failed"]
+    assert "DataError" in events[0]["error"]
+    assert not (tmp_path / "no-data").exists()

@@ -58,6 +58,13 @@ class HyperparameterTrainable(tune.Trainable):
         self.spec = StudySpec.model_validate(config["spec"])
         self.trial_index = int(config["trial_index"])
         use_gpu = self.spec.resources.gpu > 0 and torch.cuda.is_available()
+        if self.spec.resources.gpu > 0 and not use_gpu:
+            logger.warning(
+                "%s: resources.gpu = %g but torch sees no CUDA device here;"
+                " training on the CPU",
+                self.trial_name,
+                self.spec.resources.gpu,
+            )
         torch.set_num_threads(max(1, math.floor(self.spec.resources.cpu)))
         self.algorithm: TrialAlgorithm = build_trial(
             self.spec,

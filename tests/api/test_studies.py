@@ -80,11 +80,12 @@ def test_study_followed_to_its_end_agrees_with_trials(client: httpx.Client) -> N
     assert study_id in [s["study_id"] for s in listed["studies"]]
 
 
-def test_study_whose_trials_all_fail_is_failed_once_with_its_records(
+def test_study_whose_data_cannot_load_fails_once_with_the_reason(
     client: httpx.Client,
 ) -> None:
     # uci_boston is absent from ../shared/data and its download goes to a
-    # closed loopback port (tests/conftest.py): every trial fails in setup.
+    # closed loopback port (tests/conftest.py): the job refuses the study
+    # before any trial starts.
     study_id = _submit(client, dataset="uci_boston")
 
     events = read_events(client, study_id)
@@ -92,13 +93,12 @@ def test_study_whose_trials_all_fail_is_failed_once_with_its_records(
     kinds = [event["type"] for _, event in events]
     assert kinds[-1] == "study_failed"
     assert sum(kind in TERMINAL for kind in kinds) == 1
-    assert kinds.count("trial_failed") == 2
-    assert "all 2 trials failed" in events[-1][1]["error"]
+    assert "trial_started" not in kinds
+    assert "DataError" in events[-1][1]["error"]
+    assert "boston/data.txt is missing" in events[-1][1]["error"]
     study = _wait_status(client, study_id, "failed", 30)
     assert "DataError" in study["error"]
-    trials = client.get(f"/studies/{study_id}/trials").json()["trials"]
-    assert [t["status"] for t in trials] == ["failed", "failed"]
-    assert all("DataError" in t["error"] for t in trials)
+    assert client.get(f"/studies/{study_id}/trials").json()["trials"] == []
 
 
 def test_reconnect_with_last_event_id_has_no_gap_and_no_repeat(
