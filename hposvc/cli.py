@@ -202,6 +202,8 @@ def run_locally(
 
 
 def print_outcome(console: Console, summary: dict[str, Any]) -> None:
+    from hposvc.progress import print_best_trial
+
     aggregate = summary["aggregate"]
     stopped_early = (summary.get("search") or {}).get("stopped_early")
     if stopped_early:
@@ -213,13 +215,7 @@ def print_outcome(console: Console, summary: dict[str, Any]) -> None:
         if trial["status"] in ("failed", "diverged"):
             why = trial.get("error") or trial.get("reason") or "no reason recorded"
             console.print(f"trial {trial['index']} {trial['status']}: {why}")
-    best = summary["best_trial"]
-    if best is not None:
-        console.print(
-            f"best trial: {best['index']} ({best['trial_id']}), validation loss "
-            f"{best['final_validation_loss']:.4g}, "
-            f"test loss {best['final_test_loss']:.4g}"
-        )
+    print_best_trial(console, summary["best_trial"])
     mean = aggregate["mean_final_test_loss"]
     statuses = ", ".join(
         f"{n} {status}" for status, n in aggregate["by_status"].items()

@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["LiveProgress", "final_table"]
+__all__ = ["LiveProgress", "final_table", "print_best_trial"]
 
 #: Rows drawn live; with more trials, the ones updated most recently.
 LIVE_ROWS = 24
@@ -84,7 +84,7 @@ class LiveProgress:
             "step",
             "train",
             "valid",
-            "test",
+            "test (orig.)",
             "lr",
             "wd",
             "mom",
@@ -106,7 +106,11 @@ class LiveProgress:
 
 
 def final_table(summary: Mapping[str, Any]) -> Table:
-    """Every trial: initial → final hyperparameters, final validation and test loss."""
+    """Every trial: initial → final hyperparameters, final validation and test loss.
+
+    Training and validation losses are on the normalised targets; the test loss
+    is in the target's original units, as the paper reports it.
+    """
     table = Table(
         title=f"study {summary['study_id']} (initial → final hyperparameters)",
         box=box.SIMPLE_HEAD,
@@ -118,7 +122,7 @@ def final_table(summary: Mapping[str, Any]) -> Table:
         "weight decay",
         "momentum",
         "valid loss",
-        "test loss",
+        "test loss (original units)",
     ):
         table.add_column(column, justify="right", no_wrap=True)
     best = (summary.get("best_trial") or {}).get("index")
@@ -135,6 +139,17 @@ def final_table(summary: Mapping[str, Any]) -> Table:
             _number(trial["final_test_loss"]),
         )
     return table
+
+
+def print_best_trial(console: Console, best: dict[str, Any] | None) -> None:
+    """The line naming the trial with the lowest final validation loss."""
+    if best is None:
+        return
+    console.print(
+        f"best trial: {best['index']} ({best['trial_id']}), validation loss "
+        f"{_number(best.get('final_validation_loss'))}, "
+        f"test loss {_number(best.get('final_test_loss'))}"
+    )
 
 
 def _number(value: Any, digits: int = 4) -> str:

@@ -127,7 +127,7 @@ def _follow(
     after: str | None = None,
 ) -> int:
     """Follow the study's events (after event id ``after``); print how it ended."""
-    from hposvc.progress import LiveProgress, final_table
+    from hposvc.progress import LiveProgress, final_table, print_best_trial
 
     progress = LiveProgress(
         console,
@@ -158,6 +158,9 @@ def _follow(
     }
     if trials and all("initial" in t for t in trials):
         console.print(final_table(summary))
+    print_best_trial(console, study["best_trial"])
+    if study.get("summary_path"):
+        console.print(f"summary: {study['summary_path']} (on the cluster)")
     console.print(f"study {study_id}: {study['status']}")
     if study["status"] != "completed":
         detail = last.get("error") or study.get("error")

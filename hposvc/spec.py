@@ -278,7 +278,7 @@ class StudySpec(_Strict):
 
     dataset: str
     algorithm: str
-    name: str | None = Field(None, pattern=NAME_PATTERN)
+    name: str | None = None
     samples: int = Field(8, ge=1, le=MAX_SAMPLES)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     budget: Budget = Budget()
@@ -351,7 +351,12 @@ class StudySpec(_Strict):
 
     @field_validator("name")
     @classmethod
-    def _name_without_double_hyphen(cls, value: str | None) -> str | None:
+    def _name_is_a_safe_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(NAME_PATTERN, value):
+            raise ValueError(
+                "a name is 1-64 characters of A-Z a-z 0-9 _ . -, starting with a"
+                " letter or digit (it becomes a directory and a Ray job id)"
+            )
         if value is not None and "--" in value:
             raise ValueError(
                 "'--' is reserved (a resumed study's Ray job is <name>--resume-<n>)"

@@ -134,9 +134,13 @@ def check_resources(spec: StudySpec, available: dict[str, float]) -> None:
     for name, asked in (("cpu", spec.resources.cpu), ("gpu", spec.resources.gpu)):
         have = float(available.get(name.upper(), 0.0))
         if asked > have:
+            allowed = f"at most {have:g}: the Ray cluster's {name.upper()}s in all"
             raise SpecError(
                 f"resources.{name} = {asked}: each trial asks for {asked} "
-                f"{name.upper()} but the Ray cluster has {have:g} in all"
+                f"{name.upper()} but the Ray cluster has {have:g} in all",
+                problems=[
+                    {"field": f"resources.{name}", "value": asked, "message": allowed}
+                ],
             )
 
 

@@ -81,7 +81,7 @@ def test_resolve_spec_user_values_override_configs() -> None:
         ),
         (
             {"name": "a/b"},
-            "name = 'a/b': String should match pattern",
+            "name = 'a/b': a name is 1-64 characters of A-Z a-z 0-9 _ . -",
         ),
         (
             {"name": "a--resume-1"},

@@ -80,7 +80,7 @@ def test_twenty_concurrent_posts_of_distinct_names_give_twenty(
         ),
         (TINY | {"initial": {"log10_lr": [-1, -5]}}, "initial.log10_lr", "reversed"),
         (TINY | {"algorithm": "gradient_magic"}, "algorithm", "unknown algorithm"),
-        (TINY | {"name": "../etc"}, "name", "pattern"),
+        (TINY | {"name": "../etc"}, "name", "1-64 characters of A-Z a-z 0-9"),
         (TINY | {"samples": 5000}, "samples", "at most 1000"),
     ],
     ids=["top", "nested", "deeper", "reversed", "algorithm", "name", "samples"],

@@ -184,6 +184,13 @@ def test_refuses_gpu_trials_on_a_cpu_cluster(client: httpx.Client) -> None:
     assert response.status_code == 422
     assert "resources.gpu" in response.json()["detail"]
     assert "has 0" in response.json()["detail"]
+    assert response.json()["problems"] == [
+        {
+            "field": "resources.gpu",
+            "value": 1.0,
+            "message": "at most 0: the Ray cluster's GPUs in all",
+        }
+    ]
 
 
 def test_readyz_with_redis_and_ray_up(api: ApiProcess) -> None:
