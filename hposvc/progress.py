@@ -157,4 +157,9 @@ def _number(value: Any, digits: int = 4) -> str:
         return "—"
     if isinstance(value, int):
         return str(value)
-    return f"{value:.{digits}g}"
+    text = f"{value:.{digits}g}"
+    # A momentum of 0.999999 must not read as 1, a value it never takes.
+    while text == "1" and value < 1 and digits < 12:
+        digits += 1
+        text = f"{value:.{digits}g}"
+    return text

@@ -45,6 +45,21 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
+class _WithoutMissingResultFiles(logging.Filter):
+    """Drops Tune's warning that a restored trial has no remote result file.
+
+    With local storage there is no remote copy to fetch: every PBT exploit of a
+    trial that has not yet written its ``result.json`` there logs one such
+    warning, hundreds in a study, and nothing is wrong.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Remote file not found:")
+
+
+_MISSING_RESULT_FILES = _WithoutMissingResultFiles()
+
 SUMMARY_FILE = "summary.json"
 #: Environment variables holding paths that trial processes read.
 PATH_VARIABLES = ("HPOSVC_DATA_DIR", "HPOSVC_RESULTS_DIR", "HPOSVC_CONFIG_DIR")
@@ -172,6 +187,7 @@ def run_study(
             warning, when there is nothing to restore.
     """
     study_id = study_id or new_study_id(spec)
+    logging.getLogger("ray.tune.logger.logger").addFilter(_MISSING_RESULT_FILES)
     results_dir = (results_dir or default_results_dir()).resolve()
     directory = results_dir / study_id
     callback = StudyEventCallback(study_id, spec.budget.hyperparameter_steps, sinks)
@@ -373,9 +389,9 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{int(trial.config['trial_index']):04d}"
 
 
-def _seeded_value(spec: StudySpec, key: str, resolved: Any) -> float:
+def _seeded_value(spec: StudySpec, key: str, config: dict[str, Any]) -> float:
     """Trial ``trial_index``'s seeded initial value of ``key`` (for PBT configs)."""
     from trainables.trial import initial_hyperparameters
 
-    index = int(resolved.config["trial_index"])
+    index = int(config["trial_index"])
     return float(initial_hyperparameters(spec, index).as_dict()[key])
