@@ -64,6 +64,10 @@ def add_service_commands(commands: Any) -> None:
         command = commands.add_parser(name, help=text)
         command.add_argument("study_id")
         add_api_argument(command)
+        if name == "status":
+            command.add_argument(
+                "--json", action="store_true", help="the whole record, as JSON"
+            )
 
 
 def run_service_command(args: argparse.Namespace, console: Console) -> int:
@@ -76,11 +80,48 @@ def run_service_command(args: argparse.Namespace, console: Console) -> int:
             console.print(_studies_table(page["studies"]))
             console.print(f"{len(page['studies'])} of {page['total']} studies")
         elif args.command == "status":
-            console.print_json(json.dumps(client.study(args.study_id)))
+            study = client.study(args.study_id)
+            if args.json:
+                console.print_json(json.dumps(study))
+            else:
+                _print_study(console, study)
         else:
             study = client.cancel(args.study_id)
-            console.print(f"study {study['study_id']}: {study['status']}")
+            note = "" if study["status"] == "cancelled" else " (it had ended already)"
+            console.print(f"study {study['study_id']}: {study['status']}{note}")
     return 0
+
+
+def _print_study(console: Console, study: dict[str, Any]) -> None:
+    """A study in a few lines: status, progress, what it runs, best trial, times."""
+    from hposvc.progress import print_best_trial
+
+    spec, progress = study["spec"], study["progress"]
+    budget = spec.get("budget") or {}
+    console.print(
+        f"study {study['study_id']}: {study['status']} "
+        f"({progress['trials_done']}/{progress['trials_total']} trials done)"
+    )
+    console.print(
+        f"{spec.get('algorithm')} on {spec.get('dataset')}, seed {spec.get('seed')}, "
+        f"{budget.get('hyperparameter_steps')} × {budget.get('weight_steps')} steps"
+    )
+    times = [
+        f"{label} {study[key]}"
+        for label, key in (
+            ("created", "created_at"),
+            ("started", "started_at"),
+            ("finished", "finished_at"),
+        )
+        if study.get(key)
+    ]
+    if times:
+        console.print(", ".join(times))
+    print_best_trial(console, study.get("best_trial"))
+    if study.get("error"):
+        console.print(f"error: {study['error']}")
+    if study.get("summary_path"):
+        console.print(f"summary: {study['summary_path']} (on the cluster)")
 
 
 def submit_remote(

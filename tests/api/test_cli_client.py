@@ -30,9 +30,13 @@ def test_submit_with_api_follows_the_study_to_its_final_table(
     assert main(["list", "--api", api.url]) == 0
     assert name in capsys.readouterr().out
     assert main(["status", name, "--api", api.url]) == 0
+    shown = capsys.readouterr().out
+    assert f"study {name}: completed (2/2 trials done)" in shown
+    assert "random on uci_energy, seed 0" in shown and "best trial: " in shown
+    assert main(["status", name, "--api", api.url, "--json"]) == 0
     assert '"status": "completed"' in capsys.readouterr().out
     assert main(["cancel", name, "--api", api.url]) == 0
-    assert f"study {name}: completed" in capsys.readouterr().out
+    assert f"study {name}: completed (it had ended already)" in capsys.readouterr().out
 
 
 def test_service_commands_without_a_url_fail_cleanly(
