@@ -6,12 +6,14 @@ data under the results directory so that studies outlive a restart.
 :class:`LocalRayHead` runs ``ray start --head --block`` on loopback with the
 dashboard (whose Jobs API runs the studies), never on Redis's port 6379, and
 keeps Ray's token authentication as Ray sets it up.
-Both stop what they started, and only that, when their ``with`` block ends.
+Both stop what they started, and only that, when their ``with`` block ends,
+and (on Linux) when this process is killed outright.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -32,11 +34,26 @@ __all__ = ["LocalRayHead", "LocalRedis", "free_port", "serve"]
 
 logger = logging.getLogger(__name__)
 
+#: prctl's option that asks the kernel to signal a child when its parent dies.
+PR_SET_PDEATHSIG = 1
 #: The GCS port of a Ray head started here; Ray's default (6379) is Redis's.
 RAY_GCS_PORT = 6380
 RAY_DASHBOARD_PORT = 8265
 #: Where the Redis that ``hposvc serve`` starts keeps its data, under results.
 REDIS_DIR = ".hposvc-redis"
+
+
+def _stop_with_parent() -> None:
+    """In a child before it execs: SIGTERM it when this process dies, even by SIGKILL.
+
+    What ``hposvc serve`` started then never outlives it: a service killed
+    outright and started again finds its ports free and is the only writer of
+    its Redis files. Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere the
+    children are stopped on a normal exit only.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -87,6 +104,7 @@ class LocalRedis:
                 [server, *(part for k, v in options.items() for part in (f"--{k}", v))],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                preexec_fn=_stop_with_parent,
             )
         else:
             try:
@@ -180,6 +198,7 @@ class LocalRayHead:
             stderr=subprocess.STDOUT,
             env=os.environ | self.env,
             start_new_session=True,
+            preexec_fn=_stop_with_parent,
         )
         try:
             _wait_for(self._jobs_api_up, 90, f"Ray's Jobs API on {self.jobs_url}")
