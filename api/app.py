@@ -108,11 +108,14 @@ class Service:
         try:
             job_status = await run_in_threadpool(self.ray.status, job_id)
         except NotFoundError:
-            job_status = "FAILED"
-        if job_status not in JOB_TERMINAL:
-            return
+            # A Ray head started afresh (a restarted `hposvc serve`) forgets
+            # the jobs of the one before it.
+            job_status, message = "FAILED", f"Ray job {job_id} is gone from the cluster"
+        else:
+            if job_status not in JOB_TERMINAL:
+                return
+            message = await run_in_threadpool(self.ray.message, job_id)
         status = _STATUS_OF_JOB[job_status]
-        message = await run_in_threadpool(self.ray.message, job_id)
         event: dict[str, Any] = {
             "type": f"study_{status}",
             "study_id": study_id,
@@ -120,7 +123,10 @@ class Service:
             "reconciled": True,
         }
         if status == "failed":
-            event["error"] = message or f"Ray job {job_id} ended as {job_status}"
+            event["error"] = (
+                f"{message or f'Ray job {job_id} ended as {job_status}'}; continue"
+                f" it from its checkpoints with POST /studies/{study_id}/resume"
+            )
         if await self.store.append(study_id, event):
             logger.info("study %s: job %s, now %s", study_id, job_status, status)
 

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from hposvc.client import parse_sse
+from hposvc.errors import NotFoundError
 from hposvc.service import free_port
 from hposvc.settings import ServiceSettings
 
@@ -95,6 +96,8 @@ class FakeRayJobs:
         return submission_id
 
     def status(self, job_id: str) -> str:
+        if self.job_status == "GONE":
+            raise NotFoundError(f"no Ray job {job_id!r}")
         return self.job_status
 
     def message(self, job_id: str) -> str:

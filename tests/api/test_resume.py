@@ -191,15 +191,22 @@ def test_resume_reopens_stream_and_uses_the_new_job_id(
     assert followed == kinds
 
 
+@pytest.mark.parametrize(
+    ("job_status", "reason"),
+    [("FAILED", "ended as FAILED"), ("GONE", "is gone from the cluster")],
+    ids=["job-failed", "job-unknown-to-a-new-head"],
+)
 def test_resume_of_study_whose_job_died_reconciles_it_as_failed(
-    fake_api: InProcessApi, store: StudyStore
+    fake_api: InProcessApi, store: StudyStore, job_status: str, reason: str
 ) -> None:
     study_id = _create(fake_api)
-    fake_api.ray.job_status = "FAILED"
+    fake_api.ray.job_status = job_status
 
     response = _resume(fake_api, study_id)
 
     assert response.status_code == 202, response.text
-    kinds = [event["type"] for _, event in store.events(study_id)]
-    assert kinds == ["study_failed", "study_reopened"]
+    events = [event for _, event in store.events(study_id)]
+    assert [event["type"] for event in events] == ["study_failed", "study_reopened"]
+    assert reason in events[0]["error"]
+    assert f"POST /studies/{study_id}/resume" in events[0]["error"]
     assert fake_api.ray.resumed == [f"{study_id}--resume-1"]
