@@ -46,6 +46,7 @@ from hposvc.errors import (
     RequestTooLargeError,
     SpecError,
     UnavailableError,
+    UnsupportedMediaTypeError,
 )
 from hposvc.events import json_safe
 from hposvc.settings import ServiceSettings
@@ -457,6 +458,13 @@ def _studies_router() -> APIRouter:
 
 
 async def _read_json(request: Request, limit: int) -> dict[str, Any]:
+    # No Content-Type is taken as JSON; a form (curl -d without -H) is not.
+    media_type = request.headers.get("content-type", "application/json")
+    media_type = media_type.split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media_type!r}: a study spec is sent as application/json"
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLargeError(f"request body of {declared} bytes; at most {limit}")

@@ -23,6 +23,7 @@ from hposvc.errors import (
     RequestTooLargeError,
     SpecError,
     UnavailableError,
+    UnsupportedMediaTypeError,
 )
 
 __all__ = ["STATUS_OF_ERROR", "install_error_handlers", "status_of"]
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 STATUS_OF_ERROR: tuple[tuple[type[HposvcError], int], ...] = (
     (SpecError, 422),
     (RequestTooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
     (NotFoundError, 404),
     (ConflictError, 409),
     (CapacityError, 429),

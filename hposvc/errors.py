@@ -20,6 +20,7 @@ __all__ = [
     "StudyFailed",
     "StudyInterrupted",
     "UnavailableError",
+    "UnsupportedMediaTypeError",
 ]
 
 
@@ -67,6 +68,10 @@ class CapacityError(HposvcError, RuntimeError):
 
 class RequestTooLargeError(HposvcError, ValueError):
     """A request body is larger than the service accepts."""
+
+
+class UnsupportedMediaTypeError(HposvcError, ValueError):
+    """A request body is declared as something other than JSON."""
 
 
 class StudyInterrupted(HposvcError, RuntimeError):

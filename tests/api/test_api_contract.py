@@ -114,6 +114,22 @@ def test_nan_is_refused_with_422(fake_api: InProcessApi) -> None:
     assert problem["field"] == "resources.cpu" and problem["value"] == "nan"
 
 
+def test_form_body_gets_415_and_json_types_are_accepted(
+    fake_api: InProcessApi,
+) -> None:
+    raw = json.dumps(TINY | {"name": "typed"})
+
+    def post(content_type: str | None) -> httpx.Response:
+        headers = AUTH | ({"Content-Type": content_type} if content_type else {})
+        return httpx.post(f"{fake_api.url}/studies", headers=headers, content=raw)
+
+    form = post("application/x-www-form-urlencoded")
+    assert form.status_code == 415
+    assert "application/json" in form.json()["detail"]
+    assert fake_api.ray.submitted == []
+    assert post("application/json; charset=utf-8").status_code == 201
+
+
 def test_oversized_body_gets_413(fake_api: InProcessApi) -> None:
     body = TINY | {"name": "x" * 100_000}
     response = httpx.post(f"{fake_api.url}/studies", headers=AUTH, json=body)
