@@ -196,7 +196,9 @@ class LocalRayHead:
             self.command(),
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=os.environ | self.env,
+            # Ray drains a node for 30 s on SIGTERM, while its trials run on;
+            # the service's own head has nothing to hand over, so it stops now.
+            env={"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"} | os.environ | self.env,
             start_new_session=True,
             preexec_fn=_stop_with_parent,
         )
