@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,17 +43,25 @@ RAY_DASHBOARD_PORT = 8265
 REDIS_DIR = ".hposvc-redis"
 
 
-def _stop_with_parent() -> None:
-    """In a child before it execs: SIGTERM it when this process dies, even by SIGKILL.
+def _stop_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child SIGTERMed when this process dies.
 
-    What ``hposvc serve`` started then never outlives it: a service killed
-    outright and started again finds its ports free and is the only writer of
-    its Redis files. Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere the
-    children are stopped on a normal exit only.
+    This holds even when the process is killed with SIGKILL, so nothing
+    ``hposvc serve`` started outlives it: a service killed outright and
+    started again finds its ports free and is the only writer of its Redis
+    files. It is Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere it is
+    ``None``, and the children are stopped on a normal exit only. libc is
+    loaded here, in the parent: between fork and exec the child only calls
+    into it.
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return in_child
 
 
 def free_port() -> int:
@@ -104,7 +112,7 @@ class LocalRedis:
                 [server, *(part for k, v in options.items() for part in (f"--{k}", v))],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                preexec_fn=_stop_with_parent,
+                preexec_fn=_stop_with_parent(),
             )
         else:
             try:
@@ -200,7 +208,7 @@ class LocalRayHead:
             # the service's own head has nothing to hand over, so it stops now.
             env={"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"} | os.environ | self.env,
             start_new_session=True,
-            preexec_fn=_stop_with_parent,
+            preexec_fn=_stop_with_parent(),
         )
         try:
             _wait_for(self._jobs_api_up, 90, f"Ray's Jobs API on {self.jobs_url}")
