@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import ray
 from ray import tune
@@ -244,27 +244,16 @@ def run_study(
             f"study {study_id} interrupted with {unfinished} of {spec.samples} "
             f"trials unfinished; continue it with `hposvc resume {study_id}`"
         )
-        summary["status"] = "interrupted"
-        write_json_atomically(directory / SUMMARY_FILE, summary)
-        callback.emit(
-            "study_failed",
-            error=message,
-            interrupted=True,
-            summary_path=str(directory / SUMMARY_FILE),
+        _end_unfinished(
+            summary, directory, callback, StudyInterrupted(message), interrupted=True
         )
-        raise StudyInterrupted(message)
     if len(grid) and grid.num_errors == len(grid):
         first = next(t for t in summary["trials"] if t.get("error"))
         message = (
             f"study {study_id} failed: all {len(grid)} trials failed; trial "
             f"{first['index']}: {first['error']}"
         )
-        summary["status"] = "failed"
-        write_json_atomically(directory / SUMMARY_FILE, summary)
-        callback.emit(
-            "study_failed", error=message, summary_path=str(directory / SUMMARY_FILE)
-        )
-        raise StudyFailed(message)
+        _end_unfinished(summary, directory, callback, StudyFailed(message))
     write_json_atomically(directory / SUMMARY_FILE, summary)
     callback.emit(
         "study_completed",
@@ -272,6 +261,27 @@ def run_study(
         best_trial=summary["best_trial"],
     )
     return StudyResult(study_id=study_id, directory=directory, summary=summary)
+
+
+def _end_unfinished(
+    summary: dict[str, Any],
+    directory: Path,
+    callback: StudyEventCallback,
+    error: StudyInterrupted | StudyFailed,
+    **fields: Any,
+) -> NoReturn:
+    """Write the summary as interrupted or failed, say so in one event, raise."""
+    summary["status"] = (
+        "interrupted" if isinstance(error, StudyInterrupted) else "failed"
+    )
+    write_json_atomically(directory / SUMMARY_FILE, summary)
+    callback.emit(
+        "study_failed",
+        error=str(error),
+        summary_path=str(directory / SUMMARY_FILE),
+        **fields,
+    )
+    raise error
 
 
 def _check_data(spec: StudySpec, callback: StudyEventCallback) -> None:
