@@ -94,8 +94,6 @@ def run_service_command(args: argparse.Namespace, console: Console) -> int:
 
 def _print_study(console: Console, study: dict[str, Any]) -> None:
     """A study in a few lines: status, progress, what it runs, best trial, times."""
-    from hposvc.progress import print_best_trial
-
     spec, progress = study["spec"], study["progress"]
     budget = spec.get("budget") or {}
     console.print(
@@ -117,9 +115,16 @@ def _print_study(console: Console, study: dict[str, Any]) -> None:
     ]
     if times:
         console.print(", ".join(times))
-    print_best_trial(console, study.get("best_trial"))
     if study.get("error"):
         console.print(f"error: {study['error']}")
+    _print_result(console, study)
+
+
+def _print_result(console: Console, study: dict[str, Any]) -> None:
+    """The study's best trial so far and, once written, its summary's path."""
+    from hposvc.progress import print_best_trial
+
+    print_best_trial(console, study.get("best_trial"))
     if study.get("summary_path"):
         console.print(f"summary: {study['summary_path']} (on the cluster)")
 
@@ -168,7 +173,7 @@ def _follow(
     after: str | None = None,
 ) -> int:
     """Follow the study's events (after event id ``after``); print how it ended."""
-    from hposvc.progress import LiveProgress, final_table, print_best_trial
+    from hposvc.progress import LiveProgress, final_table
 
     progress = LiveProgress(
         console,
@@ -199,9 +204,7 @@ def _follow(
     }
     if trials and all("initial" in t for t in trials):
         console.print(final_table(summary))
-    print_best_trial(console, study["best_trial"])
-    if study.get("summary_path"):
-        console.print(f"summary: {study['summary_path']} (on the cluster)")
+    _print_result(console, study)
     console.print(f"study {study_id}: {study['status']}")
     if study["status"] != "completed":
         detail = last.get("error") or study.get("error")

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "VJP",
     "gradient",
     "leaves",
     "rebuild",
@@ -29,6 +30,7 @@ __all__ = [
     "vector_jacobian_product",
 ]
 
+#: ``v -> vᵀ J`` for a Jacobian J, a tree shaped like the inputs of J.
 VJP = Callable[[Mapping[str, Tensor]], Any]
 
 

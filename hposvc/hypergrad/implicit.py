@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from hposvc.hypergrad.autodiff import (
+    VJP,
     gradient,
     requiring_grad,
     vector_jacobian_product,
@@ -36,8 +37,6 @@ from hposvc.hypergrad.sgd import Params, sgd_update
 
 __all__ = ["LinearisedStep", "linearised_sgd_step", "neumann_hypergradient"]
 
-#: ``v -> vᵀ J`` for a Jacobian J of the update.
-VJP = Callable[[Params], Any]
 LossFn = Callable[..., Tensor]
 
 
